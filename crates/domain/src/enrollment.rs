@@ -1,0 +1,145 @@
+//! Obtaining a leased identity and putting it to use, at start-up and after a lease
+//! is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::error::{InstallError, ProviderError};
+use crate::identity::{IdentityId, ServiceType};
+use crate::ports::{IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver};
+
+/// A lease in use: its identity and, when the server said, when it runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: IdentityId,
+    pub expires_at: Option<Instant>,
+}
+
+/// Why no identity could be obtained.
+#[derive(Debug, Error)]
+pub enum EnrollError {
+    #[error("no identity after {attempts} attempts in {waited:?}; last error: {last}")]
+    TimedOut { attempts: u32, waited: Duration, last: ProviderError },
+    #[error(transparent)]
+    Refused(ProviderError),
+    #[error("identity {id} was leased but could not be used (lease released): {source}")]
+    Install { id: IdentityId, source: InstallError },
+    #[error("enrollment cancelled")]
+    Cancelled,
+}
+
+/// Asks the provider for identities and hands them to the installer.
+#[derive(Clone)]
+pub struct Enroller {
+    provider: Arc<dyn IdentityProvider>,
+    installer: Arc<dyn IdentityInstaller>,
+    observer: Arc<dyn LeaseObserver>,
+    service: ServiceType,
+    retry: Backoff,
+}
+
+impl std::fmt::Debug for Enroller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enroller").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl Enroller {
+    pub fn new(
+        provider: Arc<dyn IdentityProvider>,
+        installer: Arc<dyn IdentityInstaller>,
+        observer: Arc<dyn LeaseObserver>,
+        service: ServiceType,
+        retry: Backoff,
+    ) -> Self {
+        Self { provider, installer, observer, service, retry }
+    }
+
+    /// Start-up enrollment: retries a provider that is down or slow until `timeout`,
+    /// and fails at once when the provider refuses or the identity cannot be used, so
+    /// that a broken set-up stops the start with a clear error.
+    pub async fn enroll_at_start(&self, timeout: Duration, cancel: &CancellationToken) -> Result<Lease, EnrollError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut retry = self.retry.clone();
+        loop {
+            match self.attempt(cancel).await? {
+                Ok(lease) => return Ok(lease),
+                Err(AttemptError::Provider(ProviderError::Transient(reason))) => {
+                    let retry_in = retry.next_delay();
+                    if Instant::now() + retry_in >= deadline {
+                        return Err(EnrollError::TimedOut {
+                            attempts: retry.failures(),
+                            waited: started.elapsed(),
+                            last: ProviderError::Transient(reason),
+                        });
+                    }
+                    self.observer.observe(&LeaseEvent::EnrollmentFailed { error: reason, retry_in });
+                    sleep_or_cancel(retry_in, cancel).await?;
+                }
+                Err(AttemptError::Provider(refused)) => return Err(EnrollError::Refused(refused)),
+                Err(AttemptError::Install { id, source }) => return Err(EnrollError::Install { id, source }),
+            }
+        }
+    }
+
+    /// Enrollment after a lost lease: keeps trying with backoff (the gateway is not
+    /// ready meanwhile) until it succeeds, is cancelled, or the provider refuses.
+    pub async fn reenroll(&self, cancel: &CancellationToken) -> Result<Lease, EnrollError> {
+        let mut retry = self.retry.clone();
+        loop {
+            let error = match self.attempt(cancel).await? {
+                Ok(lease) => return Ok(lease),
+                Err(AttemptError::Provider(ProviderError::Transient(reason))) => reason,
+                // A lease that vanishes before we used it, or an identity the overlay
+                // rejects, may be a passing server fault: try again, slowly.
+                Err(AttemptError::Provider(ProviderError::LeaseGone(reason))) => reason,
+                Err(AttemptError::Install { source, .. }) => source.to_string(),
+                Err(AttemptError::Provider(refused)) => return Err(EnrollError::Refused(refused)),
+            };
+            let retry_in = retry.next_delay();
+            self.observer.observe(&LeaseEvent::EnrollmentFailed { error, retry_in });
+            sleep_or_cancel(retry_in, cancel).await?;
+        }
+    }
+
+    async fn attempt(&self, cancel: &CancellationToken) -> Result<Result<Lease, AttemptError>, EnrollError> {
+        let leased = tokio::select! {
+            () = cancel.cancelled() => return Err(EnrollError::Cancelled),
+            leased = self.provider.request_identity(self.service) => leased,
+        };
+        let identity = match leased {
+            Ok(identity) => identity,
+            Err(error) => return Ok(Err(AttemptError::Provider(error))),
+        };
+        let received = Instant::now();
+        let id = identity.id.clone();
+        let expires_in = identity.expires_in;
+        if let Err(source) = self.installer.install(identity).await {
+            // Nothing lost: a lease we cannot use goes back at once.
+            if let Err(error) = self.provider.release(&id).await {
+                tracing::warn!(lease = %id, %error, "could not release an unusable lease; it will expire");
+            }
+            return Ok(Err(AttemptError::Install { id, source }));
+        }
+        self.observer.observe(&LeaseEvent::Enrolled { id: id.clone(), expires_in });
+        Ok(Ok(Lease { id, expires_at: expires_in.map(|left| received + left) }))
+    }
+}
+
+enum AttemptError {
+    Provider(ProviderError),
+    Install { id: IdentityId, source: InstallError },
+}
+
+async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) -> Result<(), EnrollError> {
+    tokio::select! {
+        () = cancel.cancelled() => Err(EnrollError::Cancelled),
+        () = tokio::time::sleep(delay) => Ok(()),
+    }
+}

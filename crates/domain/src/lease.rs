@@ -1,0 +1,158 @@
+//! Lease keeping: extend the lease on time, retry failures before it runs out, and
+//! enroll again when it is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::enrollment::{EnrollError, Enroller, Lease};
+use crate::error::ProviderError;
+use crate::identity::IdentityId;
+use crate::ports::{IdentityProvider, LeaseEvent, LeaseObserver};
+
+/// The shortest wait between attempts, so a lease about to expire is not hammered.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
+/// When to renew and how to retry.
+#[derive(Debug, Clone)]
+pub struct LeasePolicy {
+    /// Renew at least this often (`ZITI_LEASE_RENEWAL_INTERVAL`).
+    pub renewal_interval: Duration,
+    /// Backoff between failed attempts, before the cap by what is left of the lease.
+    pub retry: Backoff,
+}
+
+impl LeasePolicy {
+    /// Retries start at an eighth of the interval (at most 1 s) and grow to half of it
+    /// (at most 30 s), so that with the default 2 minutes against a 5-minute lease
+    /// about ten attempts fit before the lease runs out.
+    pub fn new(renewal_interval: Duration) -> Self {
+        let initial = (renewal_interval / 8).min(Duration::from_secs(1)).max(MIN_WAIT);
+        let max = (renewal_interval / 2).min(Duration::from_secs(30));
+        Self { renewal_interval, retry: Backoff::new(initial, max) }
+    }
+
+    /// Renew after the interval, or at half of what is left of the lease if sooner.
+    fn renewal_wait(&self, left: Option<Duration>) -> Duration {
+        match left {
+            Some(left) => self.renewal_interval.min(left / 2).max(MIN_WAIT),
+            None => self.renewal_interval,
+        }
+    }
+
+    /// Retry after the backoff, but never later than half of what is left.
+    fn retry_wait(backoff: Duration, left: Option<Duration>) -> Duration {
+        match left {
+            Some(left) => backoff.min(left / 2).max(MIN_WAIT),
+            None => backoff,
+        }
+    }
+}
+
+/// Why the lease keeper stopped, and the lease it held then (to release).
+#[derive(Debug)]
+pub struct Stopped {
+    pub lease: Option<IdentityId>,
+    pub cause: StopCause,
+}
+
+#[derive(Debug)]
+pub enum StopCause {
+    /// Shutdown was requested.
+    Cancelled,
+    /// The provider refused in a way retrying cannot fix.
+    Refused(ProviderError),
+}
+
+/// Keeps one lease alive for as long as it runs.
+pub struct LeaseKeeper {
+    provider: Arc<dyn IdentityProvider>,
+    enroller: Enroller,
+    observer: Arc<dyn LeaseObserver>,
+    policy: LeasePolicy,
+}
+
+impl std::fmt::Debug for LeaseKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseKeeper").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+impl LeaseKeeper {
+    pub fn new(
+        provider: Arc<dyn IdentityProvider>,
+        enroller: Enroller,
+        observer: Arc<dyn LeaseObserver>,
+        policy: LeasePolicy,
+    ) -> Self {
+        Self { provider, enroller, observer, policy }
+    }
+
+    /// Renews `lease` until `cancel` fires or the provider refuses for good.
+    pub async fn run(self, mut lease: Lease, cancel: CancellationToken) -> Stopped {
+        let mut retry = self.policy.retry.clone();
+        let mut wait = self.policy.renewal_wait(left(&lease));
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Stopped { lease: Some(lease.id), cause: StopCause::Cancelled },
+                () = tokio::time::sleep(wait) => {}
+            }
+            if lease.expires_at.is_some_and(|at| Instant::now() >= at) {
+                lease = match self.replace_lost(lease, "it expired before it could be renewed", &cancel).await {
+                    Ok(new_lease) => new_lease,
+                    Err(stopped) => return stopped,
+                };
+                retry.reset();
+                wait = self.policy.renewal_wait(left(&lease));
+                continue;
+            }
+            let extended = tokio::select! {
+                () = cancel.cancelled() => return Stopped { lease: Some(lease.id), cause: StopCause::Cancelled },
+                extended = self.provider.extend_lease(&lease.id) => extended,
+            };
+            match extended {
+                Ok(expires_in) => {
+                    retry.reset();
+                    lease.expires_at = expires_in.map(|left| Instant::now() + left);
+                    self.observer.observe(&LeaseEvent::Renewed { id: lease.id.clone(), expires_in });
+                    wait = self.policy.renewal_wait(expires_in);
+                }
+                Err(ProviderError::Transient(reason)) => {
+                    wait = LeasePolicy::retry_wait(retry.next_delay(), left(&lease));
+                    self.observer.observe(&LeaseEvent::RenewalFailed {
+                        id: lease.id.clone(),
+                        error: ProviderError::Transient(reason),
+                        retry_in: wait,
+                    });
+                }
+                Err(ProviderError::LeaseGone(reason)) => {
+                    lease = match self.replace_lost(lease, &reason, &cancel).await {
+                        Ok(new_lease) => new_lease,
+                        Err(stopped) => return stopped,
+                    };
+                    retry.reset();
+                    wait = self.policy.renewal_wait(left(&lease));
+                }
+                Err(refused @ ProviderError::Fatal(_)) => {
+                    return Stopped { lease: Some(lease.id), cause: StopCause::Refused(refused) };
+                }
+            }
+        }
+    }
+
+    async fn replace_lost(&self, lost: Lease, reason: &str, cancel: &CancellationToken) -> Result<Lease, Stopped> {
+        self.observer.observe(&LeaseEvent::Lost { id: lost.id, reason: reason.to_owned() });
+        match self.enroller.reenroll(cancel).await {
+            Ok(lease) => Ok(lease),
+            Err(EnrollError::Refused(error)) => Err(Stopped { lease: None, cause: StopCause::Refused(error) }),
+            Err(_) => Err(Stopped { lease: None, cause: StopCause::Cancelled }),
+        }
+    }
+}
+
+fn left(lease: &Lease) -> Option<Duration> {
+    lease.expires_at.map(|at| at.saturating_duration_since(Instant::now()))
+}

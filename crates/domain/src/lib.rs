@@ -1,0 +1,19 @@
+//! The gateway's policy, free of I/O.
+//!
+//! `domain` decides *when* to enroll, renew, re-enroll and give up, and how callers
+//! are resolved; the adapter crates decide *how* (gRPC, files, sockets). Everything
+//! here talks to the outside world through the ports in [`ports`], and to time
+//! through tokio's clock, which tests pause and advance.
+
+pub mod backoff;
+pub mod caller;
+pub mod enrollment;
+pub mod error;
+pub mod identity;
+pub mod lease;
+pub mod ports;
+pub mod resolution;
+
+pub use caller::{Caller, CallerIdentity, Principal, Transport};
+pub use error::{InstallError, ProviderError, ResolveError};
+pub use identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};

@@ -1,0 +1,78 @@
+//! The ports: what the policy needs from the world, implemented by adapter crates.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::caller::{Caller, CallerIdentity, Principal, Transport};
+use crate::error::{InstallError, ProviderError, ResolveError};
+use crate::identity::{IdentityId, LeasedIdentity, ServiceType};
+
+/// Hands out leased identities and keeps their leases (ziti-management).
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait IdentityProvider: Send + Sync {
+    /// Creates, enrolls and leases a new identity (`RequestServiceIdentity`).
+    async fn request_identity(&self, service: ServiceType) -> Result<LeasedIdentity, ProviderError>;
+
+    /// Extends the lease (`ExtendIdentityLease`); returns what is left of it when the
+    /// server says. `ProviderError::LeaseGone` when the lease no longer exists.
+    async fn extend_lease(&self, id: &IdentityId) -> Result<Option<Duration>, ProviderError>;
+
+    /// Ends the lease at once (best effort; a server may not support it).
+    async fn release(&self, id: &IdentityId) -> Result<(), ProviderError>;
+}
+
+/// Puts a freshly leased identity to use: stores it privately, loads it into the
+/// overlay and binds the service, replacing (and erasing) any previous identity.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait IdentityInstaller: Send + Sync {
+    async fn install(&self, identity: LeasedIdentity) -> Result<(), InstallError>;
+}
+
+/// What happened to the lease, for readiness, metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// A new identity is installed and in use.
+    Enrolled { id: IdentityId, expires_in: Option<Duration> },
+    /// The lease was extended.
+    Renewed { id: IdentityId, expires_in: Option<Duration> },
+    /// An extension failed; the next attempt comes after `retry_in`.
+    RenewalFailed { id: IdentityId, error: ProviderError, retry_in: Duration },
+    /// The lease is gone; no valid identity is held until the next `Enrolled`.
+    Lost { id: IdentityId, reason: String },
+    /// An enrollment attempt failed; the next one comes after `retry_in`.
+    EnrollmentFailed { error: String, retry_in: Duration },
+}
+
+/// Receives lease events. Must not block: it is called from the lease keeper.
+#[cfg_attr(test, mockall::automock)]
+pub trait LeaseObserver: Send + Sync {
+    fn observe(&self, event: &LeaseEvent);
+}
+
+/// Resolves a caller's OpenZiti identity to a principal (`ResolveIdentity`).
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait IdentityResolver: Send + Sync {
+    async fn resolve(&self, caller: &CallerIdentity) -> Result<Principal, ResolveError>;
+}
+
+/// A connection accepted by an [`OverlayListener`], with what is known of its caller.
+#[derive(Debug)]
+pub struct Accepted<C> {
+    pub connection: C,
+    pub caller: Caller,
+}
+
+/// A bound service (an overlay service or a plain TCP port) that hands out connections.
+#[async_trait]
+pub trait OverlayListener: Send {
+    type Connection: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn transport(&self) -> Transport;
+
+    async fn accept(&mut self) -> Result<Accepted<Self::Connection>, Self::Error>;
+}
