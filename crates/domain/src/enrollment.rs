@@ -71,8 +71,12 @@ impl Enroller {
             match self.attempt(cancel).await? {
                 Ok(lease) => return Ok(lease),
                 Err(AttemptError::Provider(ProviderError::Transient(reason))) => {
-                    let retry_in = retry.next_delay();
-                    if Instant::now() + retry_in >= deadline {
+                    // The last wait is cut short so that one attempt comes at the
+                    // deadline, rather than giving up as soon as a full backoff step
+                    // would pass it (at 15 s of 30 s with the default backoff).
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let retry_in = retry.next_delay().min(left);
+                    if left.is_zero() {
                         return Err(EnrollError::TimedOut {
                             attempts: retry.failures(),
                             waited: started.elapsed(),
@@ -110,6 +114,7 @@ impl Enroller {
 
     async fn attempt(&self, cancel: &CancellationToken) -> Result<Result<Lease, AttemptError>, EnrollError> {
         let leased = tokio::select! {
+            biased;
             () = cancel.cancelled() => return Err(EnrollError::Cancelled),
             leased = self.provider.request_identity(self.service) => leased,
         };
@@ -139,7 +144,11 @@ enum AttemptError {
 
 async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) -> Result<(), EnrollError> {
     tokio::select! {
+        biased;
         () = cancel.cancelled() => Err(EnrollError::Cancelled),
         () = tokio::time::sleep(delay) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -82,9 +82,22 @@ mod tests {
 
     #[test]
     fn identity_json_debug_never_shows_the_secret() {
-        let json = IdentityJson::new(b"{\"id\":{\"key\":\"pem:SECRET\"}}".to_vec());
+        let secret = b"{\"id\":{\"key\":\"pem:SECRET\"}}";
+        let json = IdentityJson::new(secret.to_vec());
         let shown = format!("{json:?}");
         assert!(!shown.contains("SECRET"), "{shown}");
-        assert!(shown.contains("28 bytes"), "{shown}");
+        assert_eq!(shown, "IdentityJson(<redacted, 27 bytes>)");
+    }
+
+    #[test]
+    fn leased_identity_debug_never_shows_the_secret() {
+        let leased = LeasedIdentity {
+            id: IdentityId::new("lease-1"),
+            identity_json: IdentityJson::new(b"pem:SECRET".to_vec()),
+            expires_in: Some(Duration::from_secs(300)),
+        };
+        let shown = format!("{leased:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("lease-1") && shown.contains("10 bytes"), "{shown}");
     }
 }

@@ -96,7 +96,9 @@ impl LeaseKeeper {
         let mut retry = self.policy.retry.clone();
         let mut wait = self.policy.renewal_wait(left(&lease));
         loop {
+            // Cancellation first: a shutdown that comes with a due renewal wins.
             tokio::select! {
+                biased;
                 () = cancel.cancelled() => return Stopped { lease: Some(lease.id), cause: StopCause::Cancelled },
                 () = tokio::time::sleep(wait) => {}
             }
@@ -110,6 +112,7 @@ impl LeaseKeeper {
                 continue;
             }
             let extended = tokio::select! {
+                biased;
                 () = cancel.cancelled() => return Stopped { lease: Some(lease.id), cause: StopCause::Cancelled },
                 extended = self.provider.extend_lease(&lease.id) => extended,
             };
@@ -156,3 +159,6 @@ impl LeaseKeeper {
 fn left(lease: &Lease) -> Option<Duration> {
     lease.expires_at.map(|at| at.saturating_duration_since(Instant::now()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,9 @@ pub mod lease;
 pub mod ports;
 pub mod resolution;
 
+#[cfg(test)]
+mod test_support;
+
 pub use caller::{Caller, CallerIdentity, Principal, Transport};
 pub use error::{InstallError, ProviderError, ResolveError};
 pub use identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};

@@ -1,1 +1,91 @@
-fn main() {}
+//! `gateway`: reads its configuration, wires the adapters and runs until SIGTERM or
+//! SIGINT. Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad
+//! configuration.
+
+mod management;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use gateway_bin::app::{self, Dependencies, OverlayUnavailable};
+use gateway_bin::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("gateway: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("gateway: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("gateway: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if config.ignored_identity_file {
+        tracing::warn!("ZITI_IDENTITY_FILE is set but ignored: the identity now comes from ziti-management");
+    }
+    let deps = match &config.overlay {
+        Some(overlay) => {
+            let client = management::connect(overlay).context("cannot set up the ziti-management client")?;
+            Dependencies {
+                provider: Some(client.clone()),
+                resolver: Some(client),
+                overlay: std::sync::Arc::new(OverlayUnavailable),
+            }
+        }
+        None => Dependencies { provider: None, resolver: None, overlay: std::sync::Arc::new(OverlayUnavailable) },
+    };
+    let gateway = tokio::select! {
+        started = app::start(config, deps) => started.context("the gateway could not start")?,
+        signal = shutdown_signal() => {
+            tracing::info!(signal = signal?, "stopped during start-up");
+            return Ok(());
+        }
+    };
+    gateway
+        .run_until(async {
+            match shutdown_signal().await {
+                Ok(signal) => tracing::info!(signal, "shutdown requested"),
+                Err(err) => tracing::error!(%err, "cannot wait for signals; shutting down"),
+            }
+        })
+        .await
+        .context("the gateway stopped with an error")
+}
+
+/// Resolves on SIGTERM or SIGINT with the signal's name.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

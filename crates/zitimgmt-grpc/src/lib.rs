@@ -1,4 +1,21 @@
-//! ziti-management over gRPC.
+//! ziti-management over gRPC: [`ManagementClient`] implements the domain's
+//! `IdentityProvider` and `IdentityResolver` ports against the contract in
+//! `proto/zitimgmt/v1/zitimgmt.proto`.
+
+mod client;
+mod config;
+mod expiry;
+mod status;
+mod tls;
+
+pub use client::{ClientError, ManagementClient};
+pub use config::{
+    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, ManagementConfig,
+    TlsMaterial,
+};
+pub use tls::TlsError;
+/// Re-exported so callers can build [`TlsMaterial::client_key_pem`] without naming the crate.
+pub use zeroize::Zeroizing;
 
 /// The generated contract (`proto/zitimgmt/v1/zitimgmt.proto`); regenerate with
 /// `cargo xtask regen-proto`.

@@ -1,0 +1,250 @@
+//! Test doubles shared by the unit tests: one timeline that records every port call
+//! and lease event against tokio's (paused) clock, mocked ports that write to it, and
+//! small constructors.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::error::{InstallError, ProviderError};
+use crate::identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};
+use crate::ports::{
+    IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver, MockIdentityInstaller, MockIdentityProvider,
+};
+
+/// The lease TTL ziti-management grants.
+pub(crate) const TTL: Duration = Duration::from_secs(300);
+
+pub(crate) fn secs(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}
+
+pub(crate) fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// An identity as `RequestServiceIdentity` would hand it out.
+pub(crate) fn leased(id: &str, expires_in: Option<Duration>) -> LeasedIdentity {
+    LeasedIdentity {
+        id: IdentityId::new(id),
+        identity_json: IdentityJson::new(format!("{{\"id\":\"{id}\"}}").into_bytes()),
+        expires_in,
+    }
+}
+
+pub(crate) fn transient() -> ProviderError {
+    ProviderError::Transient("unavailable".to_owned())
+}
+
+/// A call made to a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Call {
+    Request,
+    Extend(String),
+    Release(String),
+    Install(String),
+}
+
+/// Everything that happened in a test, with the time since the timeline was made.
+/// It is also the recording [`LeaseObserver`].
+#[derive(Debug)]
+pub(crate) struct Timeline {
+    origin: Instant,
+    calls: Mutex<Vec<(Duration, Call)>>,
+    events: Mutex<Vec<(Duration, LeaseEvent)>>,
+}
+
+impl Timeline {
+    /// Starts the clock now: all times are measured from here.
+    pub(crate) fn start() -> Arc<Self> {
+        Arc::new(Self { origin: Instant::now(), calls: Mutex::default(), events: Mutex::default() })
+    }
+
+    /// The instant `after` the origin.
+    pub(crate) fn at(&self, after: Duration) -> Instant {
+        self.origin + after
+    }
+
+    /// Time since the origin.
+    pub(crate) fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push((self.now(), call));
+    }
+
+    pub(crate) fn calls(&self) -> Vec<(Duration, Call)> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// `extend_lease` calls: when, and for which lease.
+    pub(crate) fn extends(&self) -> Vec<(Duration, String)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|(at, call)| match call {
+                Call::Extend(id) => Some((at, id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn extend_times(&self) -> Vec<Duration> {
+        self.extends().into_iter().map(|(at, _)| at).collect()
+    }
+
+    /// When `request_identity` was called.
+    pub(crate) fn requests(&self) -> Vec<Duration> {
+        self.calls().into_iter().filter(|(_, call)| *call == Call::Request).map(|(at, _)| at).collect()
+    }
+
+    /// The ids the installer was handed, in order.
+    pub(crate) fn installed(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|(_, call)| match call {
+                Call::Install(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The ids given back with `release`, in order.
+    pub(crate) fn released(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|(_, call)| match call {
+                Call::Release(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn timed_events(&self) -> Vec<(Duration, LeaseEvent)> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn events(&self) -> Vec<LeaseEvent> {
+        self.timed_events().into_iter().map(|(_, event)| event).collect()
+    }
+
+    /// The events `keep` selects, with their times.
+    pub(crate) fn events_where(&self, keep: impl Fn(&LeaseEvent) -> bool) -> Vec<(Duration, LeaseEvent)> {
+        self.timed_events().into_iter().filter(|(_, event)| keep(event)).collect()
+    }
+}
+
+impl LeaseObserver for Timeline {
+    fn observe(&self, event: &LeaseEvent) {
+        let at = self.now();
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).push((at, event.clone()));
+    }
+}
+
+type ExtendAnswer = Result<Option<Duration>, ProviderError>;
+
+/// Builds a [`MockIdentityProvider`] whose calls go to a [`Timeline`]. A method left
+/// unconfigured panics when called, so "never called" needs no extra expectation.
+pub(crate) struct ProviderMock {
+    mock: MockIdentityProvider,
+    timeline: Arc<Timeline>,
+}
+
+impl ProviderMock {
+    pub(crate) fn new(timeline: &Arc<Timeline>) -> Self {
+        Self { mock: MockIdentityProvider::new(), timeline: timeline.clone() }
+    }
+
+    /// `extend_lease` answers with `answer(lease id, time of the call)`.
+    pub(crate) fn extend_with(
+        mut self,
+        answer: impl Fn(&str, Duration) -> ExtendAnswer + Send + Sync + 'static,
+    ) -> Self {
+        let timeline = self.timeline.clone();
+        self.mock.expect_extend_lease().returning(move |id| {
+            timeline.record(Call::Extend(id.as_str().to_owned()));
+            answer(id.as_str(), timeline.now())
+        });
+        self
+    }
+
+    /// `extend_lease` gives the answers of `script` in order, then `then` for good.
+    pub(crate) fn extend_script(self, script: Vec<ExtendAnswer>, then: ExtendAnswer) -> Self {
+        let script = Mutex::new(VecDeque::from(script));
+        self.extend_with(move |_, _| {
+            script.lock().unwrap_or_else(PoisonError::into_inner).pop_front().unwrap_or_else(|| then.clone())
+        })
+    }
+
+    /// `request_identity` gives exactly the answers of `script`, in order; one call
+    /// more fails the test.
+    pub(crate) fn requests(mut self, script: Vec<Result<LeasedIdentity, ProviderError>>) -> Self {
+        let timeline = self.timeline.clone();
+        let count = script.len();
+        let script = Mutex::new(VecDeque::from(script));
+        self.mock.expect_request_identity().times(count).returning(move |service| {
+            assert_eq!(service, ServiceType::Gateway);
+            timeline.record(Call::Request);
+            script.lock().unwrap_or_else(PoisonError::into_inner).pop_front().unwrap_or_else(|| {
+                panic!("request_identity called more often than scripted");
+            })
+        });
+        self
+    }
+
+    /// `release` is recorded and answers `answer`.
+    pub(crate) fn release(mut self, answer: Result<(), ProviderError>) -> Self {
+        let timeline = self.timeline.clone();
+        self.mock.expect_release().returning(move |id| {
+            timeline.record(Call::Release(id.as_str().to_owned()));
+            answer.clone()
+        });
+        self
+    }
+
+    pub(crate) fn build(self) -> Arc<dyn IdentityProvider> {
+        Arc::new(self.mock)
+    }
+
+    /// Like [`build`](Self::build), but every `extend_lease` call, once recorded,
+    /// never answers.
+    pub(crate) fn build_hanging_extend(self) -> Arc<dyn IdentityProvider> {
+        Arc::new(HangingExtend(self.mock))
+    }
+}
+
+/// A provider whose `extend_lease` is made (and recorded) but never completes.
+struct HangingExtend(MockIdentityProvider);
+
+#[async_trait]
+impl IdentityProvider for HangingExtend {
+    async fn request_identity(&self, service: ServiceType) -> Result<LeasedIdentity, ProviderError> {
+        self.0.request_identity(service).await
+    }
+
+    async fn extend_lease(&self, id: &IdentityId) -> Result<Option<Duration>, ProviderError> {
+        let _ = self.0.extend_lease(id).await;
+        std::future::pending().await
+    }
+
+    async fn release(&self, id: &IdentityId) -> Result<(), ProviderError> {
+        self.0.release(id).await
+    }
+}
+
+/// An installer that records the ids it is handed and rejects those in `reject`.
+pub(crate) fn installer(timeline: &Arc<Timeline>, reject: &[&str]) -> Arc<dyn IdentityInstaller> {
+    let timeline = timeline.clone();
+    let reject: Vec<String> = reject.iter().map(|&id| id.to_owned()).collect();
+    let mut mock = MockIdentityInstaller::new();
+    mock.expect_install().returning(move |identity| {
+        let id = identity.id.as_str().to_owned();
+        timeline.record(Call::Install(id.clone()));
+        assert!(!identity.identity_json.is_empty(), "the installer got no identity JSON");
+        if reject.contains(&id) { Err(InstallError(format!("{id} would not load"))) } else { Ok(()) }
+    });
+    Arc::new(mock)
+}

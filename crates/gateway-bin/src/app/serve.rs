@@ -1,0 +1,139 @@
+//! The server: accepts from the current listener, serves HTTP on each connection,
+//! swaps listeners on re-bind, and drains on stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::Caller;
+use domain::ports::IdentityResolver;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::listener::{Connection, ServiceListener};
+use crate::config::Config;
+use crate::http::{HttpService, RequestContext, serve_connection};
+use crate::metrics::Metrics;
+
+/// A pause after a failed accept, so a persistent error (e.g. out of file
+/// descriptors) does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What every connection needs.
+#[derive(Clone)]
+pub(super) struct ServeContext {
+    service: HttpService,
+    resolver: Option<Arc<dyn IdentityResolver>>,
+}
+
+impl ServeContext {
+    pub(super) fn new(config: &Config, metrics: Arc<Metrics>, resolver: Option<Arc<dyn IdentityResolver>>) -> Self {
+        Self { service: HttpService::new(config.upstream_url.clone(), config.upstream_timeout, metrics), resolver }
+    }
+
+    /// The caller's principal, when its identity is known and resolvable. A failed
+    /// resolution is logged and the request served without a principal.
+    async fn principal(&self, caller: &Caller) -> Option<domain::Principal> {
+        let (resolver, identity) = (self.resolver.as_ref()?, caller.identity.as_ref()?);
+        match resolver.resolve(identity).await {
+            Ok(principal) => Some(principal),
+            Err(err) => {
+                tracing::warn!(caller = ?identity, %err, "caller not resolved");
+                None
+            }
+        }
+    }
+}
+
+pub(super) struct Server {
+    task: JoinHandle<Arc<GracefulShutdown>>,
+    stop: CancellationToken,
+}
+
+impl Server {
+    /// Serves every listener that arrives on `listeners`, one at a time: a new one
+    /// replaces (and closes) the previous; open connections carry on.
+    pub(super) fn spawn(
+        listeners: mpsc::Receiver<Box<dyn ServiceListener>>,
+        context: ServeContext,
+        stop: CancellationToken,
+    ) -> Self {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let task = tokio::spawn(run(listeners, context, graceful, stop.clone()));
+        Self { task, stop }
+    }
+
+    /// Stops accepting, then waits up to `grace` for in-flight requests.
+    pub(super) async fn stop(self, grace: Duration) {
+        self.stop.cancel();
+        let Ok(graceful) = self.task.await else { return };
+        let Ok(graceful) = Arc::try_unwrap(graceful) else {
+            tracing::warn!("connections still being accepted at shutdown; not draining");
+            return;
+        };
+        let open = graceful.count();
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(?grace, open, "in-flight requests did not finish within the shutdown grace period");
+        }
+    }
+}
+
+async fn run(
+    mut listeners: mpsc::Receiver<Box<dyn ServiceListener>>,
+    context: ServeContext,
+    graceful: Arc<GracefulShutdown>,
+    stop: CancellationToken,
+) -> Arc<GracefulShutdown> {
+    let mut accepting: Option<JoinHandle<()>> = None;
+    let mut rebinds_possible = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            // A closed channel only means no more re-binds (plain TCP hands over its one
+            // listener and drops the sender): keep serving the current listener.
+            next = listeners.recv(), if rebinds_possible => match next {
+                Some(listener) => {
+                    if let Some(previous) = accepting.take() {
+                        previous.abort();
+                        previous.await.ok();
+                    }
+                    accepting = Some(tokio::spawn(accept(listener, context.clone(), graceful.clone())));
+                }
+                None => rebinds_possible = false,
+            },
+        }
+    }
+    if let Some(previous) = accepting.take() {
+        previous.abort();
+        previous.await.ok();
+    }
+    graceful
+}
+
+async fn accept(mut listener: Box<dyn ServiceListener>, context: ServeContext, graceful: Arc<GracefulShutdown>) {
+    loop {
+        match listener.accept().await {
+            Ok((connection, caller)) => {
+                let watcher = graceful.watcher();
+                let context = context.clone();
+                tokio::spawn(async move { serve(connection, caller, context, watcher).await });
+            }
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+async fn serve(
+    connection: Box<dyn Connection>,
+    caller: Caller,
+    context: ServeContext,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let principal = context.principal(&caller).await;
+    let request = RequestContext { caller, principal };
+    serve_connection(connection, request, context.service.clone(), watcher).await;
+}

@@ -1,0 +1,155 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::Jail;
+use rstest::rstest;
+
+use super::*;
+
+/// Loads the configuration from the given environment (and files) in a jail.
+#[allow(clippy::result_large_err)] // figment's own error type, in tests only
+fn load(env: &[(&str, &str)], files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut outcome = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (name, contents) in files {
+            jail.create_file(name, contents)?;
+        }
+        for (name, value) in env {
+            jail.set_env(name, value);
+        }
+        outcome = Some(Config::load());
+        Ok(())
+    });
+    outcome.unwrap_or(Err(ConfigError::Source("jail did not run".to_owned())))
+}
+
+#[test]
+fn no_environment_gives_plain_tcp_on_loopback() {
+    let config = load(&[], &[]).expect("defaults are valid");
+    assert_eq!(config.listen_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(config.admin_addr, SocketAddr::from(([127, 0, 0, 1], 9090)));
+    assert_eq!(config.overlay, None);
+    assert_eq!(config.upstream_url, None);
+    assert_eq!(config.log_format, LogFormat::Text);
+}
+
+#[test]
+fn overlay_defaults_are_the_specs() {
+    let config = load(&[("ZITI_ENABLED", "true")], &[]).expect("valid");
+    let overlay = config.overlay.expect("overlay on");
+    assert_eq!(overlay.management_target, "ziti-management:50051");
+    assert_eq!(overlay.renewal_interval, Duration::from_secs(120));
+    assert_eq!(overlay.service_name, "gateway");
+    assert_eq!(overlay.management_tls, None);
+}
+
+#[rstest]
+#[case("true", true)]
+#[case("TRUE", true)]
+#[case("True", true)]
+#[case("1", true)]
+#[case("false", false)]
+#[case("FALSE", false)]
+#[case("0", false)]
+fn ziti_enabled_accepts_booleans_in_any_case(#[case] value: &str, #[case] enabled: bool) {
+    let config = load(&[("ZITI_ENABLED", value)], &[]).expect("valid");
+    assert_eq!(config.overlay.is_some(), enabled);
+}
+
+#[rstest]
+#[case("ZITI_ENABLED", "maybe", "expected true, false, 1 or 0")]
+#[case("ZITI_ENABLED", "yes", "expected true, false, 1 or 0")]
+#[case("ZITI_LEASE_RENEWAL_INTERVAL", "abc", "expected a duration")]
+#[case("ZITI_LEASE_RENEWAL_INTERVAL", "0", "greater than zero")]
+#[case("ZITI_LEASE_RENEWAL_INTERVAL", "0s", "greater than zero")]
+#[case("ZITI_LEASE_RENEWAL_INTERVAL", "5m", "below the lease TTL")]
+#[case("ZITI_LEASE_RENEWAL_INTERVAL", "10m", "below the lease TTL")]
+#[case("ZITI_MANAGEMENT_GRPC_TARGET", "ziti-management", "expected host:port")]
+#[case("ZITI_MANAGEMENT_GRPC_TARGET", "host:99999", "expected host:port")]
+#[case("ZITI_SERVICE_NAME", "", "must not be empty")]
+#[case("ZITI_ENROLLMENT_TIMEOUT", "0s", "greater than zero")]
+#[case("GATEWAY_LISTEN_ADDR", "localhost", "expected an IP address and port")]
+#[case("GATEWAY_ADMIN_ADDR", "127.0.0.1", "expected an IP address and port")]
+#[case("GATEWAY_UPSTREAM_URL", "not a url", "not a valid URL")]
+#[case("GATEWAY_UPSTREAM_URL", "/relative", "absolute http://")]
+#[case("GATEWAY_LOG_FORMAT", "xml", "expected text or json")]
+#[case("GATEWAY_IDENTITY_DIR", "/no/such/dir", "not an existing directory")]
+fn bad_values_name_the_variable_and_the_problem(
+    #[case] variable: &str,
+    #[case] value: &str,
+    #[case] problem: &str,
+    #[values(true, false)] overlay: bool,
+) {
+    let enabled = if overlay { "true" } else { "false" };
+    let err = load(&[("ZITI_ENABLED", enabled), (variable, value)], &[]).err().map(|e| e.to_string());
+    let err = err.unwrap_or_else(|| panic!("{variable}={value} was accepted"));
+    // Checked with the overlay on and off; the bad ZITI_ENABLED cases replace the flag.
+    assert!(err.starts_with(&format!("{variable}=")), "{err}");
+    assert!(err.contains(&format!("{value:?}")), "{err}");
+    assert!(err.contains(problem), "{err}");
+}
+
+#[rstest]
+#[case(&[("ZITI_IDENTITY_FILE", "/etc/ziti/gateway.json")])]
+#[case(&[("ZITI_IDENTITY_FILE", "/etc/ziti/gateway.json"), ("ZITI_ENABLED", "false")])]
+fn identity_file_without_overlay_is_refused(#[case] env: &[(&str, &str)]) {
+    let err = load(env, &[]).expect_err("must refuse");
+    assert_eq!(err, ConfigError::IdentityFileWithoutOverlay);
+    let message = err.to_string();
+    assert!(message.contains("ZITI_IDENTITY_FILE") && message.contains("ZITI_ENABLED=true"), "{message}");
+}
+
+#[test]
+fn identity_file_with_overlay_is_ignored_but_flagged() {
+    let config = load(&[("ZITI_ENABLED", "1"), ("ZITI_IDENTITY_FILE", "/old.json")], &[]).expect("valid");
+    assert!(config.overlay.is_some());
+    assert!(config.ignored_identity_file);
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_file() {
+    let file = "ziti_enabled = true\nziti_lease_renewal_interval = \"90s\"\nziti_service_name = \"from-file\"\n";
+    let config =
+        load(&[("GATEWAY_CONFIG_FILE", "gateway.toml"), ("ZITI_SERVICE_NAME", "from-env")], &[("gateway.toml", file)])
+            .expect("valid");
+    let overlay = config.overlay.expect("enabled by the file");
+    assert_eq!(overlay.renewal_interval, Duration::from_secs(90));
+    assert_eq!(overlay.service_name, "from-env");
+}
+
+#[test]
+fn unknown_key_in_the_file_is_an_error() {
+    let err = load(&[("GATEWAY_CONFIG_FILE", "gateway.toml")], &[("gateway.toml", "ziti_enabeld = true\n")])
+        .expect_err("typo must be caught");
+    assert!(err.to_string().contains("ziti_enabeld"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let err = load(&[("GATEWAY_CONFIG_FILE", "nowhere.toml")], &[]).expect_err("must fail");
+    assert!(err.to_string().contains("nowhere.toml"), "{err}");
+}
+
+#[test]
+fn client_cert_without_key_is_refused() {
+    let err = load(&[("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_TLS_CERT", "/c.pem")], &[]).expect_err("must fail");
+    assert_eq!(err, ConfigError::HalfClientIdentity);
+}
+
+#[test]
+fn management_tls_is_collected() {
+    let config = load(
+        &[
+            ("ZITI_ENABLED", "true"),
+            ("ZITI_MANAGEMENT_TLS_CA", "/ca.pem"),
+            ("ZITI_MANAGEMENT_TLS_CERT", "/c.pem"),
+            ("ZITI_MANAGEMENT_TLS_KEY", "/k.pem"),
+        ],
+        &[],
+    )
+    .expect("valid");
+    let tls = config.overlay.and_then(|o| o.management_tls).expect("tls set");
+    assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+    assert_eq!(tls.client_key_file.as_deref(), Some(std::path::Path::new("/k.pem")));
+}

@@ -1,0 +1,234 @@
+//! The identity on disk: a private temp directory (0700) holding at most one
+//! `ziti-identity-*.json` (0600), because the overlay SDK loads identities from a file.
+//!
+//! The file is written only after the JSON has been checked, replaced (old one erased)
+//! on re-enrollment, and removed with its directory when the store is dropped: on a
+//! normal shutdown, an error return and a panic alike.
+
+use std::fs::Permissions;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use domain::IdentityJson;
+use tempfile::{NamedTempFile, TempDir};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum IdentityFileError {
+    #[error("the identity JSON from ziti-management is malformed: {0}")]
+    Malformed(String),
+    #[error("cannot create a private directory for the identity: {0}")]
+    Directory(#[source] io::Error),
+    #[error("cannot write the identity file in {dir}: {source}")]
+    Write { dir: PathBuf, source: io::Error },
+}
+
+/// Holds the current identity file; dropping it erases everything it wrote.
+#[derive(Debug)]
+pub struct IdentityFileStore {
+    // Field order matters: the file is dropped (removed) before its directory.
+    current: Mutex<Option<NamedTempFile>>,
+    dir: TempDir,
+}
+
+impl IdentityFileStore {
+    /// Creates the private directory under the system temp dir (`TMPDIR`).
+    pub fn new() -> Result<Self, IdentityFileError> {
+        Self::new_in(std::env::temp_dir())
+    }
+
+    pub fn new_in(parent: impl AsRef<Path>) -> Result<Self, IdentityFileError> {
+        let dir = tempfile::Builder::new()
+            .prefix("ziti-gateway-")
+            .permissions(Permissions::from_mode(0o700))
+            .tempdir_in(parent)
+            .map_err(IdentityFileError::Directory)?;
+        Ok(Self { current: Mutex::new(None), dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The path of the identity file in use, if any.
+    pub fn current_path(&self) -> Option<PathBuf> {
+        self.lock().as_ref().map(|file| file.path().to_path_buf())
+    }
+
+    /// Checks `identity`, writes it to a new 0600 file and returns its path. The
+    /// previous file stays until [`Self::commit`] or [`Self::discard`].
+    pub fn stage(&self, identity: &IdentityJson) -> Result<StagedIdentity, IdentityFileError> {
+        check_identity_json(identity.as_bytes())?;
+        let write_error = |source| IdentityFileError::Write { dir: self.dir.path().to_path_buf(), source };
+        let mut file = tempfile::Builder::new()
+            .prefix("ziti-identity-")
+            .suffix(".json")
+            .permissions(Permissions::from_mode(0o600))
+            .tempfile_in(self.dir.path())
+            .map_err(write_error)?;
+        file.write_all(identity.as_bytes()).and_then(|()| file.as_file().sync_all()).map_err(write_error)?;
+        Ok(StagedIdentity { file })
+    }
+
+    /// Makes a staged file the current one and erases the one it replaces.
+    pub fn commit(&self, staged: StagedIdentity) {
+        let previous = self.lock().replace(staged.file);
+        drop(previous);
+    }
+
+    /// Removes the current file (e.g. when its lease is gone).
+    pub fn clear(&self) {
+        let previous = self.lock().take();
+        drop(previous);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<NamedTempFile>> {
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Removes everything now, reporting failures (dropping does the same silently).
+    pub fn remove(self) -> io::Result<()> {
+        if let Some(file) = self.lock().take() {
+            file.close()?;
+        }
+        self.dir.close()
+    }
+}
+
+/// A checked identity written to disk, not yet in use; removed if dropped.
+#[derive(Debug)]
+pub struct StagedIdentity {
+    file: NamedTempFile,
+}
+
+impl StagedIdentity {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+/// Checks the shape of an OpenZiti identity JSON: `ztAPI` (or `ztAPIs`) and `id` with
+/// `cert`, `key` and `ca`. Errors name what is wrong, never what is there.
+pub fn check_identity_json(bytes: &[u8]) -> Result<(), IdentityFileError> {
+    let malformed = |why: &str| Err(IdentityFileError::Malformed(why.to_owned()));
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return malformed("it is empty");
+    }
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        // Position only: serde's messages could quote the content.
+        Err(err) => {
+            return malformed(&format!("not JSON (syntax error at line {} column {})", err.line(), err.column()));
+        }
+    };
+    let Some(object) = value.as_object() else {
+        return malformed("not a JSON object");
+    };
+    let has_api = object.get("ztAPI").and_then(serde_json::Value::as_str).is_some_and(|s| !s.is_empty())
+        || object.get("ztAPIs").and_then(serde_json::Value::as_array).is_some_and(|a| !a.is_empty());
+    if !has_api {
+        return malformed("missing ztAPI (the controller URL)");
+    }
+    let Some(id) = object.get("id").and_then(serde_json::Value::as_object) else {
+        return malformed("missing the id object");
+    };
+    for field in ["cert", "key", "ca"] {
+        if id.get(field).and_then(serde_json::Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+            return malformed(&format!("missing id.{field}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use std::fs;
+
+    const VALID: &str =
+        r#"{"ztAPI":"https://ctrl:1280/edge/client/v1","id":{"cert":"pem:C","key":"pem:SECRETKEY","ca":"pem:A"}}"#;
+
+    fn exists(path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0)
+    }
+
+    #[test]
+    fn staged_file_is_private_and_holds_exactly_the_bytes() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let store = IdentityFileStore::new_in(parent.path()).expect("store");
+        let staged = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
+        let path = staged.path().to_path_buf();
+        store.commit(staged);
+        assert_eq!(mode(store.dir()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(fs::read(&path).expect("read"), VALID.as_bytes());
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert!(name.starts_with("ziti-identity-") && name.ends_with(".json"), "{name}");
+        assert_eq!(store.current_path(), Some(path));
+    }
+
+    #[test]
+    fn commit_replaces_and_erases_the_previous_file() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let store = IdentityFileStore::new_in(parent.path()).expect("store");
+        let first = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
+        let first_path = first.path().to_path_buf();
+        store.commit(first);
+        let second = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
+        let second_path = second.path().to_path_buf();
+        assert!(exists(&first_path), "old file stays until the new one is committed");
+        store.commit(second);
+        assert!(!exists(&first_path));
+        assert!(exists(&second_path));
+    }
+
+    #[test]
+    fn dropping_the_store_removes_file_and_directory() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let store = IdentityFileStore::new_in(parent.path()).expect("store");
+        let staged = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
+        let path = staged.path().to_path_buf();
+        store.commit(staged);
+        let dir = store.dir().to_path_buf();
+        drop(store);
+        assert!(!exists(&path) && !exists(&dir));
+    }
+
+    #[test]
+    fn a_discarded_stage_leaves_nothing() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let store = IdentityFileStore::new_in(parent.path()).expect("store");
+        let staged = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
+        let path = staged.path().to_path_buf();
+        drop(staged);
+        assert!(!exists(&path));
+        assert_eq!(fs::read_dir(store.dir()).expect("dir").count(), 0);
+    }
+
+    #[rstest]
+    #[case(b"" as &[u8], "empty")]
+    #[case(b"   \n", "empty")]
+    #[case(b"{not json SECRETKEY", "not JSON")]
+    #[case(b"[1,2]", "not a JSON object")]
+    #[case(br#"{"id":{"cert":"pem:C","key":"pem:SECRETKEY","ca":"pem:A"}}"#, "missing ztAPI")]
+    #[case(br#"{"ztAPI":"https://c","id":"SECRETKEY"}"#, "missing the id object")]
+    #[case(br#"{"ztAPI":"https://c","id":{"cert":"pem:C","ca":"pem:A"}}"#, "missing id.key")]
+    #[case(br#"{"ztAPI":"https://c","id":{"cert":"pem:C","key":"pem:SECRETKEY"}}"#, "missing id.ca")]
+    #[case(br#"{"ztAPI":"https://c","id":{"cert":"","key":"pem:SECRETKEY","ca":"pem:A"}}"#, "missing id.cert")]
+    fn malformed_identity_is_refused_without_echoing_it_and_writes_nothing(#[case] bytes: &[u8], #[case] why: &str) {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let store = IdentityFileStore::new_in(parent.path()).expect("store");
+        let err = store.stage(&IdentityJson::new(bytes.to_vec())).expect_err("must refuse");
+        let message = err.to_string();
+        assert!(message.contains(why), "{message}");
+        assert!(!message.contains("SECRETKEY"), "{message}");
+        assert_eq!(fs::read_dir(store.dir()).expect("dir").count(), 0);
+    }
+}

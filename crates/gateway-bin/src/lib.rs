@@ -1,0 +1,12 @@
+//! The gateway: configuration, wiring of the adapters to the domain policy, HTTP.
+//!
+//! The binary (`main.rs`) only reads the configuration and runs [`app::run`]; the
+//! integration tests drive the same wiring as a library.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod identity_file;
+pub mod metrics;
+pub mod readiness;

@@ -1,0 +1,93 @@
+//! Plain TCP: callers are known only by their socket address.
+
+use std::io;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use domain::ports::{Accepted, OverlayListener};
+use domain::{Caller, Transport};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Error)]
+pub enum TcpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("accepting a TCP connection failed: {0}")]
+    Accept(#[source] io::Error),
+}
+
+/// A bound TCP port handing out connections with the peer address as the caller.
+#[derive(Debug)]
+pub struct TcpOverlayListener {
+    listener: TcpListener,
+}
+
+impl TcpOverlayListener {
+    pub async fn bind(addr: SocketAddr) -> Result<Self, TcpError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| TcpError::Bind { addr, source })?;
+        Ok(Self { listener })
+    }
+
+    pub fn from_listener(listener: TcpListener) -> Self {
+        Self { listener }
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+#[async_trait]
+impl OverlayListener for TcpOverlayListener {
+    type Connection = TcpStream;
+    type Error = TcpError;
+
+    fn transport(&self) -> Transport {
+        Transport::Tcp
+    }
+
+    async fn accept(&mut self) -> Result<Accepted<TcpStream>, TcpError> {
+        let (connection, peer) = self.listener.accept().await.map_err(TcpError::Accept)?;
+        // Small request/response exchanges should not wait for Nagle.
+        connection.set_nodelay(true).ok();
+        Ok(Accepted {
+            connection,
+            caller: Caller { transport: Transport::Tcp, peer: peer.to_string(), identity: None },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn accepted_connection_carries_the_peer_address_and_bytes() -> Result<(), Box<dyn std::error::Error>> {
+        let mut listener = TcpOverlayListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let mut client = TcpStream::connect(addr).await?;
+        let client_addr = client.local_addr()?;
+        client.write_all(b"ping").await?;
+
+        let mut accepted = listener.accept().await?;
+        assert_eq!(accepted.caller.transport, Transport::Tcp);
+        assert_eq!(accepted.caller.peer, client_addr.to_string());
+        assert_eq!(accepted.caller.identity, None);
+        let mut buf = [0u8; 4];
+        accepted.connection.read_exact(&mut buf).await?;
+        assert_eq!(&buf, b"ping");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn binding_a_taken_port_names_the_address() -> Result<(), Box<dyn std::error::Error>> {
+        let first = TcpOverlayListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = first.local_addr()?;
+        let err = TcpOverlayListener::bind(addr).await.err().ok_or("second bind succeeded")?;
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! The ziti-management client: the identity provider and resolver ports over gRPC.
+
+use std::error::Error as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use domain::ports::{IdentityProvider, IdentityResolver};
+use domain::{
+    CallerIdentity, IdentityId, IdentityJson, LeasedIdentity, Principal, ProviderError, ResolveError, ServiceType,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use crate::config::{ConfigError, ManagementConfig};
+use crate::expiry::expires_in;
+use crate::proto;
+use crate::proto::ziti_management_service_client::ZitiManagementServiceClient;
+use crate::status::{Rpc, code_name, provider_error, resolve_error};
+use crate::tls::{TlsError, client_tls_config};
+
+/// Why a [`ManagementClient`] could not be built. Nothing here needs the server up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("TLS towards ziti-management at {target} cannot be set up: {source}")]
+    TlsMaterial { target: String, source: TlsError },
+    #[error("TLS towards ziti-management at {target} cannot be set up: {reason}")]
+    Tls { target: String, reason: String },
+    #[error("the ziti-management client must be created inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// A client of ziti-management. Connects lazily, so a server that is down at start-up
+/// shows as transient errors on each call (which the policy retries), not as a failure
+/// to build. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct ManagementClient {
+    inner: ZitiManagementServiceClient<Channel>,
+    /// `scheme://authority`, for messages.
+    target: Arc<str>,
+    request_timeout: Duration,
+}
+
+impl ManagementClient {
+    /// Builds the client from a checked configuration. Must run inside a tokio runtime
+    /// (the channel's worker task is spawned here); does no I/O.
+    pub fn new(mut config: ManagementConfig) -> Result<Self, ClientError> {
+        let uri = config.uri()?;
+        let target = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => config.target.clone(),
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ClientError::NoRuntime);
+        }
+        let mut endpoint = Endpoint::from(uri.clone()).connect_timeout(config.connect_timeout);
+        let tls = match config.tls.take() {
+            Some(material) => Some(material),
+            // An https:// target without material: TLS against the platform's roots.
+            None if uri.scheme_str() == Some("https") => Some(Default::default()),
+            None => None,
+        };
+        if let Some(material) = tls {
+            let tls_config = client_tls_config(&material)
+                .map_err(|source| ClientError::TlsMaterial { target: target.clone(), source })?
+                .timeout(config.connect_timeout);
+            endpoint = endpoint
+                .tls_config(tls_config)
+                .map_err(|error| ClientError::Tls { target: target.clone(), reason: error_chain(&error) })?;
+        }
+        let inner = ZitiManagementServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(config.max_response_bytes);
+        Ok(Self { inner, target: target.into(), request_timeout: config.request_timeout })
+    }
+
+    /// The server this client talks to, as `scheme://host:port`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs one call under the request deadline. The deadline is also sent to the
+    /// server (`grpc-timeout`), and enforced here over the whole call, connecting and
+    /// reading the answer included.
+    async fn call<M, R, Fut>(
+        &self,
+        rpc: Rpc,
+        message: M,
+        send: impl FnOnce(ZitiManagementServiceClient<Channel>, Request<M>) -> Fut,
+    ) -> Result<R, Status>
+    where
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let mut request = Request::new(message);
+        request.set_timeout(self.request_timeout);
+        tracing::debug!(rpc = rpc.as_str(), target = %self.target, "calling ziti-management");
+        let answer = match tokio::time::timeout(self.request_timeout, send(self.inner.clone(), request)).await {
+            Ok(answer) => answer.map(Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {:?}", self.request_timeout))),
+        };
+        if let Err(status) = &answer {
+            let code = code_name(status.code());
+            tracing::debug!(rpc = rpc.as_str(), target = %self.target, code, "ziti-management call failed");
+        }
+        answer
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for ManagementClient {
+    async fn request_identity(&self, service: ServiceType) -> Result<LeasedIdentity, ProviderError> {
+        let rpc = Rpc::RequestServiceIdentity;
+        let service_type = match service {
+            ServiceType::Gateway => proto::ServiceType::Gateway,
+        };
+        let message = proto::RequestServiceIdentityRequest { service_type: service_type.into() };
+        let answer = self
+            .call(rpc, message, |mut client, request| async move { client.request_service_identity(request).await })
+            .await
+            .map_err(|status| provider_error(rpc, &status, &self.target))?;
+        // Never Debug-print `answer`: prost's Debug would show the identity's private key.
+        let proto::RequestServiceIdentityResponse { ziti_identity_id, identity_json, lease_expires_at } = answer;
+        // Wrapped at once, so the secret is wiped on every path from here on.
+        let identity_json = IdentityJson::new(identity_json);
+        if ziti_identity_id.is_empty() {
+            return Err(self.broken(rpc, "the answer has an empty ziti_identity_id"));
+        }
+        if identity_json.is_empty() {
+            return Err(self.broken(rpc, "the answer has an empty identity_json"));
+        }
+        let expires_in = expires_in(lease_expires_at, SystemTime::now()).map_err(|reason| self.broken(rpc, &reason))?;
+        tracing::debug!(
+            rpc = rpc.as_str(),
+            lease = %ziti_identity_id,
+            identity_bytes = identity_json.len(),
+            ?expires_in,
+            "leased an identity"
+        );
+        Ok(LeasedIdentity { id: IdentityId::new(ziti_identity_id), identity_json, expires_in })
+    }
+
+    async fn extend_lease(&self, id: &IdentityId) -> Result<Option<Duration>, ProviderError> {
+        let rpc = Rpc::ExtendIdentityLease;
+        let message = proto::ExtendIdentityLeaseRequest { ziti_identity_id: id.as_str().to_owned() };
+        let answer = self
+            .call(rpc, message, |mut client, request| async move { client.extend_identity_lease(request).await })
+            .await
+            .map_err(|status| provider_error(rpc, &status, &self.target))?;
+        let expires_in =
+            expires_in(answer.lease_expires_at, SystemTime::now()).map_err(|reason| self.broken(rpc, &reason))?;
+        tracing::debug!(rpc = rpc.as_str(), lease = %id, ?expires_in, "extended the lease");
+        Ok(expires_in)
+    }
+
+    async fn release(&self, id: &IdentityId) -> Result<(), ProviderError> {
+        let rpc = Rpc::ReleaseServiceIdentity;
+        let message = proto::ReleaseServiceIdentityRequest { ziti_identity_id: id.as_str().to_owned() };
+        let answer = self
+            .call(rpc, message, |mut client, request| async move { client.release_service_identity(request).await })
+            .await;
+        match answer {
+            Ok(_) => {
+                tracing::debug!(rpc = rpc.as_str(), lease = %id, "released the lease");
+                Ok(())
+            }
+            // The RPC is optional: the lease then simply runs out.
+            Err(status) if status.code() == Code::Unimplemented => {
+                tracing::debug!(rpc = rpc.as_str(), lease = %id, "the server cannot release leases; it will expire");
+                Ok(())
+            }
+            // Already gone is what releasing wants.
+            Err(status) if status.code() == Code::NotFound => {
+                tracing::debug!(rpc = rpc.as_str(), lease = %id, "the lease was already gone");
+                Ok(())
+            }
+            Err(status) => Err(provider_error(rpc, &status, &self.target)),
+        }
+    }
+}
+
+impl ManagementClient {
+    /// A well-formed answer that cannot be used: the server is broken, retrying won't help.
+    fn broken(&self, rpc: Rpc, reason: &str) -> ProviderError {
+        ProviderError::Fatal(format!("{rpc}: {reason} (target {})", self.target))
+    }
+}
+
+#[async_trait]
+impl IdentityResolver for ManagementClient {
+    async fn resolve(&self, caller: &CallerIdentity) -> Result<Principal, ResolveError> {
+        let rpc = Rpc::ResolveIdentity;
+        let id = caller.id.as_deref().filter(|id| !id.is_empty());
+        let name = caller.name.as_deref().filter(|name| !name.is_empty());
+        let message = match (id, name) {
+            (Some(id), _) => proto::ResolveIdentityRequest { ziti_identity_id: id.to_owned(), ..Default::default() },
+            (None, Some(name)) => {
+                proto::ResolveIdentityRequest { ziti_identity_name: name.to_owned(), ..Default::default() }
+            }
+            // Nothing to look up: an anonymous caller is unknown.
+            (None, None) => return Err(ResolveError::NotFound),
+        };
+        let answer = self
+            .call(rpc, message, |mut client, request| async move { client.resolve_identity(request).await })
+            .await
+            .map_err(|status| resolve_error(&status, &self.target))?;
+        let principal = [answer.principal, answer.name].into_iter().find(|candidate| !candidate.is_empty());
+        let Some(principal) = principal else {
+            return Err(ResolveError::Unavailable(format!(
+                "{rpc}: the answer names no principal (target {})",
+                self.target
+            )));
+        };
+        tracing::debug!(rpc = rpc.as_str(), caller_id = ?id, caller_name = ?name, %principal, "resolved a caller");
+        Ok(Principal { name: principal, role_attributes: answer.role_attributes })
+    }
+}
+
+/// An error and its causes on one line (tonic's transport error alone says little).
+fn error_chain(error: &tonic::transport::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}

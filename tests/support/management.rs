@@ -1,0 +1,230 @@
+//! An in-process ziti-management server on 127.0.0.1.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status};
+use zitimgmt_grpc::proto::ziti_management_service_server::{ZitiManagementService, ZitiManagementServiceServer};
+use zitimgmt_grpc::proto::{
+    ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse, ReleaseServiceIdentityRequest,
+    ReleaseServiceIdentityResponse, RequestServiceIdentityRequest, RequestServiceIdentityResponse,
+    ResolveIdentityRequest, ResolveIdentityResponse, ServiceType,
+};
+
+/// A well-formed OpenZiti identity JSON whose certificate names the lease, so that
+/// each lease's file differs. (Not a real key: the tests check shape and bytes.)
+pub fn identity_json_for(lease: &str) -> Vec<u8> {
+    format!(
+        r#"{{"ztAPI":"https://127.0.0.1:1280/edge/client/v1","id":{{"cert":"pem:-----BEGIN CERTIFICATE-----\n{lease}\n-----END CERTIFICATE-----\n","key":"pem:-----BEGIN PRIVATE KEY-----\nsecret-{lease}\n-----END PRIVATE KEY-----\n","ca":"pem:-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n"}}}}"#
+    )
+    .into_bytes()
+}
+
+/// How the server answers.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Replaces the identity JSON served (e.g. malformed bytes); `None` serves
+    /// [`identity_json_for`] the lease.
+    pub identity_json: Option<Vec<u8>>,
+    /// Reported in `lease_expires_at` when set.
+    pub lease_ttl: Option<Duration>,
+    /// `RequestServiceIdentity` fails with this code when set.
+    pub request_failure: Option<Code>,
+    /// Answer `ReleaseServiceIdentity` (otherwise UNIMPLEMENTED).
+    pub release: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self { identity_json: None, lease_ttl: Some(Duration::from_secs(300)), request_failure: None, release: true }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    issued: Vec<String>,
+    live: HashSet<String>,
+    extensions: Vec<(String, Instant)>,
+    releases: Vec<String>,
+    resolves: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Service {
+    behaviour: Behaviour,
+    state: Arc<Mutex<State>>,
+}
+
+impl Service {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expiry(&self) -> Option<prost_types::Timestamp> {
+        self.behaviour.lease_ttl.map(|ttl| prost_types::Timestamp::from(SystemTime::now() + ttl))
+    }
+}
+
+#[tonic::async_trait]
+impl ZitiManagementService for Service {
+    async fn resolve_identity(
+        &self,
+        request: Request<ResolveIdentityRequest>,
+    ) -> Result<Response<ResolveIdentityResponse>, Status> {
+        let request = request.into_inner();
+        self.state().resolves += 1;
+        if request.ziti_identity_id.is_empty() && request.ziti_identity_name.is_empty() {
+            return Err(Status::invalid_argument("no identity given"));
+        }
+        let name = if request.ziti_identity_name.is_empty() {
+            format!("name-of-{}", request.ziti_identity_id)
+        } else {
+            request.ziti_identity_name
+        };
+        Ok(Response::new(ResolveIdentityResponse {
+            ziti_identity_id: request.ziti_identity_id,
+            principal: format!("principal-{name}"),
+            name,
+            role_attributes: vec!["gateway-clients".to_owned()],
+            external_id: String::new(),
+        }))
+    }
+
+    async fn request_service_identity(
+        &self,
+        request: Request<RequestServiceIdentityRequest>,
+    ) -> Result<Response<RequestServiceIdentityResponse>, Status> {
+        if request.into_inner().service_type != ServiceType::Gateway as i32 {
+            return Err(Status::invalid_argument("unknown service type"));
+        }
+        if let Some(code) = self.behaviour.request_failure {
+            return Err(Status::new(code, "scripted failure"));
+        }
+        let id = {
+            let mut state = self.state();
+            let id = format!("lease-{}", state.issued.len() + 1);
+            state.issued.push(id.clone());
+            state.live.insert(id.clone());
+            id
+        };
+        let identity_json = self.behaviour.identity_json.clone().unwrap_or_else(|| identity_json_for(&id));
+        Ok(Response::new(RequestServiceIdentityResponse {
+            ziti_identity_id: id,
+            identity_json,
+            lease_expires_at: self.expiry(),
+        }))
+    }
+
+    async fn extend_identity_lease(
+        &self,
+        request: Request<ExtendIdentityLeaseRequest>,
+    ) -> Result<Response<ExtendIdentityLeaseResponse>, Status> {
+        let id = request.into_inner().ziti_identity_id;
+        let mut state = self.state();
+        state.extensions.push((id.clone(), Instant::now()));
+        if !state.live.contains(&id) {
+            return Err(Status::not_found(format!("no lease {id}")));
+        }
+        drop(state);
+        Ok(Response::new(ExtendIdentityLeaseResponse { lease_expires_at: self.expiry() }))
+    }
+
+    async fn release_service_identity(
+        &self,
+        request: Request<ReleaseServiceIdentityRequest>,
+    ) -> Result<Response<ReleaseServiceIdentityResponse>, Status> {
+        if !self.behaviour.release {
+            return Err(Status::unimplemented("release is optional"));
+        }
+        let id = request.into_inner().ziti_identity_id;
+        let mut state = self.state();
+        state.releases.push(id.clone());
+        if state.live.remove(&id) {
+            Ok(Response::new(ReleaseServiceIdentityResponse {}))
+        } else {
+            Err(Status::not_found(format!("no lease {id}")))
+        }
+    }
+}
+
+/// A running in-process ziti-management server.
+#[derive(Debug)]
+pub struct FakeManagement {
+    addr: SocketAddr,
+    service: Service,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl FakeManagement {
+    pub async fn start(behaviour: Behaviour) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let service = Service { behaviour, state: Arc::default() };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(ZitiManagementServiceServer::new(service.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                stopped.await.ok();
+            });
+        let task = tokio::spawn(async move {
+            if let Err(err) = server.await {
+                eprintln!("fake ziti-management stopped: {err}");
+            }
+        });
+        Ok(Self { addr, service, stop: Some(stop), task })
+    }
+
+    /// The gRPC target, as `ZITI_MANAGEMENT_GRPC_TARGET` takes it.
+    pub fn target(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Lease ids issued, in order.
+    pub fn issued(&self) -> Vec<String> {
+        self.service.state().issued.clone()
+    }
+
+    /// Every `ExtendIdentityLease` received, with when.
+    pub fn extensions(&self) -> Vec<(String, Instant)> {
+        self.service.state().extensions.clone()
+    }
+
+    /// Lease ids whose release was asked for.
+    pub fn releases(&self) -> Vec<String> {
+        self.service.state().releases.clone()
+    }
+
+    /// Leases that exist (issued, not released or revoked).
+    pub fn live(&self) -> Vec<String> {
+        let mut live: Vec<String> = self.service.state().live.iter().cloned().collect();
+        live.sort();
+        live
+    }
+
+    pub fn resolves(&self) -> usize {
+        self.service.state().resolves
+    }
+
+    /// Ends a lease behind the gateway's back (as if it had expired or been deleted).
+    pub fn revoke(&self, lease: &str) {
+        self.service.state().live.remove(lease);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        (&mut self.task).await.ok();
+    }
+}
