@@ -136,7 +136,7 @@ async fn callers_are_resolved_through_resolve_identity_and_cached() {
 }
 
 #[rstest]
-#[case::empty(b"" as &[u8], "identity_json")]
+#[case::empty(b"" as &[u8], "malformed: it is empty")]
 #[case::not_json(b"{\"ztAPI\": secret-key-material", "not JSON")]
 #[case::no_key(br#"{"ztAPI":"https://c:1280","id":{"cert":"pem:C","ca":"pem:A"}}"#, "missing id.key")]
 #[tokio::test]
@@ -154,6 +154,7 @@ async fn a_malformed_identity_stops_the_start_clearly_and_leaves_nothing(#[case]
     assert!(overlay.bindings().is_empty(), "the overlay must never see a malformed identity");
     assert!(entries(identity_dir.path()).is_empty(), "left behind: {:?}", entries(identity_dir.path()));
     assert_eq!(server.issued().len(), 1, "no retry storm on a malformed identity");
+    assert_eq!(server.releases(), ["lease-1"], "the unusable lease must be released, not left to expire");
     server.stop().await;
 }
 

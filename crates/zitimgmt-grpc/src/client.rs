@@ -127,9 +127,8 @@ impl IdentityProvider for ManagementClient {
         if ziti_identity_id.is_empty() {
             return Err(self.broken(rpc, "the answer has an empty ziti_identity_id"));
         }
-        if identity_json.is_empty() {
-            return Err(self.broken(rpc, "the answer has an empty identity_json"));
-        }
+        // An empty (or otherwise unusable) identity_json is passed on with its lease id:
+        // the installer rejects it and the policy releases the lease, so nothing is lost.
         let expires_in = expires_in(lease_expires_at, SystemTime::now()).map_err(|reason| self.broken(rpc, &reason))?;
         tracing::debug!(
             rpc = rpc.as_str(),
