@@ -148,15 +148,18 @@ async fn enroll_at_start_stops_when_cancelled() {
 
 #[tokio::test(start_paused = true)]
 async fn enroll_at_start_asks_nothing_once_cancelled() {
-    let timeline = Timeline::start();
-    let provider = ProviderMock::new(&timeline).requests(vec![]).build();
-    let cancel = CancellationToken::new();
-    cancel.cancel();
+    // Both are ready at once; cancellation must win every time.
+    for round in 0..64 {
+        let timeline = Timeline::start();
+        let provider = ProviderMock::new(&timeline).requests(vec![]).build();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
 
-    let result = enroller(&timeline, provider, &[]).enroll_at_start(secs(30), &cancel).await;
+        let result = enroller(&timeline, provider, &[]).enroll_at_start(secs(30), &cancel).await;
 
-    assert!(matches!(result, Err(EnrollError::Cancelled)), "{result:?}");
-    assert!(timeline.requests().is_empty());
+        assert!(matches!(result, Err(EnrollError::Cancelled)), "round {round}: {result:?}");
+        assert!(timeline.requests().is_empty(), "round {round}");
+    }
 }
 
 // --- after a lost lease -------------------------------------------------------------

@@ -63,14 +63,15 @@ impl Running {
     async fn stop_at(self, timeline: &Timeline, until: Duration) -> Stopped {
         tokio::time::sleep_until(timeline.at(until)).await;
         self.cancel.cancel();
-        let stopped = self.task.await.expect("the keeper panicked");
+        let stopped = self.finish().await;
         assert_eq!(timeline.now(), until, "the keeper did not stop as soon as it was cancelled");
         stopped
     }
 
-    /// Waits for the keeper to stop by itself.
+    /// Waits for the keeper to stop by itself (an hour at most, on the paused clock).
     async fn finish(self) -> Stopped {
-        self.task.await.expect("the keeper panicked")
+        let stopped = tokio::time::timeout(secs(3600), self.task).await.expect("the keeper did not stop");
+        stopped.expect("the keeper panicked")
     }
 }
 
