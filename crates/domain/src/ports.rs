@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::caller::{Caller, CallerIdentity, Principal, Transport};
+use crate::caller::{Caller, CallerIdentity, Principal};
 use crate::error::{InstallError, ProviderError, ResolveError};
 use crate::identity::{IdentityId, LeasedIdentity, ServiceType};
 
@@ -71,8 +71,6 @@ pub struct Accepted<C> {
 pub trait OverlayListener: Send {
     type Connection: Send + 'static;
     type Error: std::error::Error + Send + Sync + 'static;
-
-    fn transport(&self) -> Transport;
 
     async fn accept(&mut self) -> Result<Accepted<Self::Connection>, Self::Error>;
 }

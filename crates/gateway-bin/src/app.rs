@@ -77,7 +77,6 @@ pub struct RunningGateway {
     admin_addr: SocketAddr,
     listen_addr: Option<SocketAddr>,
     identity_store: Option<Arc<IdentityFileStore>>,
-    metrics: Arc<Metrics>,
 }
 
 impl RunningGateway {
@@ -100,10 +99,6 @@ impl RunningGateway {
         self.identity_store.as_ref().map(|store| store.dir().to_path_buf())
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// Runs until `signal` resolves (then shuts down) or the gateway stops by itself.
     pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
         tokio::select! {
@@ -115,8 +110,11 @@ impl RunningGateway {
     /// Stops accepting, drains in-flight requests, releases the lease and removes the
     /// identity file: the path SIGTERM and SIGINT take.
     pub async fn shutdown(self) -> Result<(), AppError> {
-        self.stop.cancel();
-        flatten(self.task.await)
+        let Self { stop, task, identity_store, .. } = self;
+        // Let the supervisor hold the last handle, so it removes the directory itself.
+        drop(identity_store);
+        stop.cancel();
+        flatten(task.await)
     }
 }
 
@@ -173,9 +171,8 @@ pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway,
         lease: started.lease,
         readiness,
         shutdown_grace: config.shutdown_grace,
-        provider: deps.provider,
     }));
-    Ok(RunningGateway { stop, task, admin_addr, listen_addr: started.listen_addr, identity_store, metrics })
+    Ok(RunningGateway { stop, task, admin_addr, listen_addr: started.listen_addr, identity_store })
 }
 
 struct Started {
@@ -184,6 +181,7 @@ struct Started {
 }
 
 struct LeaseParts {
+    provider: Arc<dyn IdentityProvider>,
     store: Arc<IdentityFileStore>,
     keeper: JoinHandle<Stopped>,
     keeper_stop: CancellationToken,
@@ -226,9 +224,9 @@ async fn start_overlay(
     tracing::info!(lease = %lease.id, service = %overlay.service_name, "identity enrolled and service bound");
 
     let keeper_stop = stop.child_token();
-    let keeper = LeaseKeeper::new(provider, enroller, observer, policy);
+    let keeper = LeaseKeeper::new(provider.clone(), enroller, observer, policy);
     let keeper = tokio::spawn(keeper.run(lease, keeper_stop.clone()));
-    Ok(Started { listen_addr: None, lease: Some(LeaseParts { store, keeper, keeper_stop }) })
+    Ok(Started { listen_addr: None, lease: Some(LeaseParts { provider, store, keeper, keeper_stop }) })
 }
 
 /// Puts a leased identity to use: checks and stores it, binds the service with it,
@@ -257,15 +255,14 @@ struct SupervisedParts {
     lease: Option<LeaseParts>,
     readiness: Arc<Readiness>,
     shutdown_grace: Duration,
-    provider: Option<Arc<dyn IdentityProvider>>,
 }
 
 /// Waits for a stop request or a fatal lease error, then shuts down in order:
 /// stop accepting, drain, stop lease keeping, release the lease, remove the file.
 async fn supervise(parts: SupervisedParts) -> Result<(), AppError> {
-    let SupervisedParts { stop, server, admin_task, lease, readiness, shutdown_grace, provider } = parts;
+    let SupervisedParts { stop, server, admin_task, lease, readiness, shutdown_grace } = parts;
     let (mut outcome, lease) = match lease {
-        Some(LeaseParts { store, mut keeper, keeper_stop }) => {
+        Some(LeaseParts { provider, store, mut keeper, keeper_stop }) => {
             let stopped = tokio::select! {
                 () = stop.cancelled() => None,
                 stopped = &mut keeper => Some(stopped),
@@ -277,7 +274,7 @@ async fn supervise(parts: SupervisedParts) -> Result<(), AppError> {
                 Some(Err(err)) => Err(AppError::Task(err.to_string())),
                 _ => Ok(()),
             };
-            (outcome, Some((store, keeper, keeper_stop, stopped)))
+            (outcome, Some((provider, store, keeper, keeper_stop, stopped)))
         }
         None => {
             stop.cancelled().await;
@@ -288,22 +285,20 @@ async fn supervise(parts: SupervisedParts) -> Result<(), AppError> {
     readiness.set_serving(false);
     server.stop(shutdown_grace).await;
 
-    if let Some((store, keeper, keeper_stop, stopped)) = lease {
+    if let Some((provider, store, keeper, keeper_stop, stopped)) = lease {
         keeper_stop.cancel();
         let stopped = match stopped {
             Some(stopped) => stopped,
             None => keeper.await,
         };
         match stopped {
-            Ok(Stopped { lease: Some(id), .. }) => {
-                if let Some(provider) = &provider {
-                    release(provider.as_ref(), &id).await;
-                }
-            }
+            Ok(Stopped { lease: Some(id), .. }) => release(provider.as_ref(), &id).await,
             Ok(Stopped { lease: None, .. }) => {}
             Err(err) if outcome.is_ok() => outcome = Err(AppError::Task(err.to_string())),
             Err(_) => {}
         }
+        // The secret goes first; the directory goes with the last handle (a
+        // `RunningGateway` dropped without `shutdown` may still hold one).
         store.clear();
         if let Ok(store) = Arc::try_unwrap(store) {
             if let Err(err) = store.remove() {

@@ -42,16 +42,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.ignored_identity_file {
         tracing::warn!("ZITI_IDENTITY_FILE is set but ignored: the identity now comes from ziti-management");
     }
-    let deps = match &config.overlay {
-        Some(overlay) => {
-            let client = management::connect(overlay).context("cannot set up the ziti-management client")?;
-            Dependencies {
-                provider: Some(client.clone()),
-                resolver: Some(client),
-                overlay: std::sync::Arc::new(OverlayUnavailable),
-            }
-        }
-        None => Dependencies { provider: None, resolver: None, overlay: std::sync::Arc::new(OverlayUnavailable) },
+    let management = match &config.overlay {
+        Some(overlay) => Some(management::connect(overlay).context("cannot set up the ziti-management client")?),
+        None => None,
+    };
+    let deps = Dependencies {
+        provider: management.clone().map(|client| client as _),
+        resolver: management.map(|client| client as _),
+        overlay: std::sync::Arc::new(OverlayUnavailable),
     };
     let gateway = tokio::select! {
         started = app::start(config, deps) => started.context("the gateway could not start")?,

@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Readiness {
     serving: AtomicBool,
-    overlay_required: AtomicBool,
+    // Fixed at start-up: whether a lease is needed at all.
+    overlay_required: bool,
     lease_held: AtomicBool,
 }
 
@@ -48,19 +49,11 @@ impl NotReady {
 impl Readiness {
     /// Not serving and without a lease; `overlay_required` when the overlay is on.
     pub fn new(overlay_required: bool) -> Self {
-        Self {
-            serving: AtomicBool::new(false),
-            overlay_required: AtomicBool::new(overlay_required),
-            lease_held: AtomicBool::new(false),
-        }
+        Self { serving: AtomicBool::new(false), overlay_required, lease_held: AtomicBool::new(false) }
     }
 
     pub fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::SeqCst);
-    }
-
-    pub fn set_overlay_required(&self, required: bool) {
-        self.overlay_required.store(required, Ordering::SeqCst);
     }
 
     pub fn set_lease_held(&self, held: bool) {
@@ -72,7 +65,7 @@ impl Readiness {
     }
 
     pub fn overlay_required(&self) -> bool {
-        self.overlay_required.load(Ordering::SeqCst)
+        self.overlay_required
     }
 
     pub fn lease_held(&self) -> bool {

@@ -44,10 +44,6 @@ impl OverlayListener for TcpOverlayListener {
     type Connection = TcpStream;
     type Error = TcpError;
 
-    fn transport(&self) -> Transport {
-        Transport::Tcp
-    }
-
     async fn accept(&mut self) -> Result<Accepted<TcpStream>, TcpError> {
         let (connection, peer) = self.listener.accept().await.map_err(TcpError::Accept)?;
         // Small request/response exchanges should not wait for Nagle.

@@ -102,10 +102,6 @@ impl OverlayListener for AsCaller {
     type Connection = tokio::net::TcpStream;
     type Error = ziti_transport::TcpError;
 
-    fn transport(&self) -> domain::Transport {
-        domain::Transport::Overlay
-    }
-
     async fn accept(&mut self) -> Result<Accepted<Self::Connection>, Self::Error> {
         let mut accepted = self.inner.accept().await?;
         if self.caller.is_some() {
