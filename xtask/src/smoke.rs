@@ -16,7 +16,9 @@ const ADMIN_ADDR: &str = "127.0.0.1:9090";
 
 pub fn default_gateway(root: &Path) -> Result<()> {
     crate::cargo(root, &["build", "--locked", "-p", "gateway-bin"])?;
-    let binary = root.join("target/debug/gateway");
+    // Where cargo put it: `CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let binary = target_dir.join("debug/gateway");
     let mut child = Command::new(&binary)
         .current_dir(root)
         .env_clear()
