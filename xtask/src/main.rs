@@ -2,18 +2,27 @@
 //!
 //! - `regen-proto [--check]`: regenerate the checked-in ziti-management stubs, or
 //!   with `--check` fail when they are stale.
-//! - `test`: every test of the workspace, then a smoke run of the README's
-//!   gateway command.
+//! - `install-buf`: install the pinned buf under `target/tools/` (from PyPI, else npm)
+//!   and print the directory to put on the PATH.
+//! - `proto-lint` / `proto-breaking`: `buf lint` on the contract, and `buf breaking`
+//!   against the contract as it was before the change under review (from git).
+//! - `ziti-up` / `ziti-down`: start or stop a real OpenZiti network on loopback
+//!   (controller, edge router, ziti-management), described in `target/ziti-net/env`.
+//! - `test`: every test of the workspace against that network (started for the run
+//!   unless one is up already), then a smoke run of the README's gateway command.
 
+mod buf;
+mod contract;
 mod proto;
 mod smoke;
+mod ziti_net;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <regen-proto [--check] | test>";
+const USAGE: &str = "usage: cargo xtask <regen-proto [--check] | install-buf | proto-lint | proto-breaking | ziti-up | ziti-down | test>";
 
 fn main() -> ExitCode {
     match run() {
@@ -31,6 +40,11 @@ fn run() -> Result<()> {
     match args.as_slice() {
         ["regen-proto"] => proto::regenerate(&workspace_root()?),
         ["regen-proto", "--check"] => proto::check(&workspace_root()?),
+        ["install-buf"] => install_buf(&workspace_root()?),
+        ["proto-lint"] => contract::lint(&workspace_root()?),
+        ["proto-breaking"] => contract::breaking(&workspace_root()?),
+        ["ziti-up"] => ziti_net::up(&workspace_root()?).map(|_| ()),
+        ["ziti-down"] => ziti_net::down(&workspace_root()?),
         ["test"] => test(&workspace_root()?),
         [] => bail!("no task given\n{USAGE}"),
         other => bail!("unknown task {:?}\n{USAGE}", other.join(" ")),
@@ -43,12 +57,43 @@ fn workspace_root() -> Result<PathBuf> {
 }
 
 fn test(root: &Path) -> Result<()> {
-    step("cargo test --workspace (unit, gRPC integration, gateway binary)");
-    cargo(root, &["test", "--workspace", "--all-targets", "--locked"])?;
+    step("building the workspace and its tests");
+    cargo(root, &["test", "--workspace", "--all-targets", "--locked", "--no-run"])?;
+    step("starting the OpenZiti network the end-to-end tests run against");
+    let network = ziti_net::up(root)?;
+    step("cargo test --workspace (unit, gRPC integration, gateway binary, real OpenZiti network)");
+    let tested = cargo(root, &["test", "--workspace", "--all-targets", "--locked"]);
+    if network == ziti_net::Outcome::Started {
+        if tested.is_err() {
+            ziti_net::show_logs(root);
+        }
+        ziti_net::down(root)?;
+    }
+    tested?;
+    contract::buf_tests(root)?;
     step("smoke run of the README command `cargo run -p gateway-bin`");
     smoke::default_gateway(root)?;
     step("all tests passed");
     Ok(())
+}
+
+/// Logs the pinned buf's version and prints its directory (stdout) for the PATH.
+fn install_buf(root: &Path) -> Result<()> {
+    let buf = buf::ensure(root)?;
+    step(&format!("buf {} at {}", buf.version, buf.path.display()));
+    println!("{}", buf.bin_dir()?.display());
+    Ok(())
+}
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// Builds one binary of the workspace (debug) and returns its path.
+pub(crate) fn build_binary(root: &Path, package: &str, binary: &str) -> Result<PathBuf> {
+    cargo(root, &["build", "--locked", "-p", package, "--bin", binary])?;
+    Ok(target_dir(root).join("debug").join(binary))
 }
 
 pub(crate) fn step(what: &str) {

@@ -1,18 +1,21 @@
 //! Stub generation for the ziti-management contract.
 //!
 //! Both paths end in the same generator (tonic-prost-build fed a descriptor set), so
-//! they give byte-identical stubs: with `buf` on the PATH, `buf dep update` and
-//! `buf build` produce the descriptor set; without it, protox (a pure-Rust protobuf
-//! compiler) does.
+//! they give byte-identical stubs (a test below proves it): with buf (the pinned
+//! install under `target/tools/`, else one on the PATH) `buf build` produces the
+//! descriptor set; without it, protox (a pure-Rust protobuf compiler) does. On CI buf
+//! is required, so the buf path is the one CI proves.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use prost::Message;
 use prost_types::FileDescriptorSet;
 
+use crate::buf::{self, Buf};
+
+const PROTO_DIR: &str = "proto";
 const PROTO_FILE: &str = "zitimgmt/v1/zitimgmt.proto";
 const GENERATED_FILE: &str = "zitimgmt.v1.rs";
 const STUBS_DIR: &str = "crates/zitimgmt-grpc/src/generated";
@@ -41,15 +44,39 @@ pub fn check(root: &Path) -> Result<()> {
 }
 
 fn generate(root: &Path) -> Result<Vec<u8>> {
-    let proto_dir = root.join("proto");
-    let descriptors = if buf_available() {
-        crate::step("building descriptors with buf (buf dep update + buf build)");
-        buf_descriptors(&proto_dir)?
-    } else {
-        crate::step("buf not on PATH: building descriptors with protox");
-        protox::compile([PROTO_FILE], [&proto_dir])
-            .with_context(|| format!("compiling {}", proto_dir.join(PROTO_FILE).display()))?
+    let found = if buf::on_ci() { Some(buf::ensure(root)?) } else { buf::locate(root) };
+    let descriptors = match found {
+        Some(buf) => {
+            crate::step(&format!("building descriptors with buf {} ({})", buf.version, buf.path.display()));
+            buf_descriptors(root, &buf)?
+        }
+        None => {
+            crate::step("buf not found (`cargo xtask install-buf` installs it): building descriptors with protox");
+            protox_descriptors(root)?
+        }
     };
+    stubs(descriptors)
+}
+
+fn protox_descriptors(root: &Path) -> Result<FileDescriptorSet> {
+    let proto_dir = root.join(PROTO_DIR);
+    protox::compile([PROTO_FILE], [&proto_dir])
+        .with_context(|| format!("compiling {}", proto_dir.join(PROTO_FILE).display()))
+}
+
+fn buf_descriptors(root: &Path, buf: &Buf) -> Result<FileDescriptorSet> {
+    let image = tempfile::NamedTempFile::new()?;
+    let output = format!("{}#format=binpb", image.path().display());
+    let status = buf.command(root).args(["build", PROTO_DIR, "--output", &output]).status()?;
+    if !status.success() {
+        bail!("`buf build {PROTO_DIR}` failed ({status})");
+    }
+    let bytes = fs::read(image.path())?;
+    FileDescriptorSet::decode(bytes.as_slice()).context("decoding the image buf built")
+}
+
+/// Runs the generator into a fresh temporary directory and returns the stub file.
+fn stubs(descriptors: FileDescriptorSet) -> Result<Vec<u8>> {
     let out_dir = tempfile::tempdir()?;
     tonic_prost_build::configure()
         .build_client(true)
@@ -61,23 +88,21 @@ fn generate(root: &Path) -> Result<Vec<u8>> {
     fs::read(&generated).with_context(|| format!("reading {}", generated.display()))
 }
 
-fn buf_available() -> bool {
-    Command::new("buf").arg("--version").output().is_ok_and(|out| out.status.success())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn buf_descriptors(proto_dir: &Path) -> Result<FileDescriptorSet> {
-    run_buf(proto_dir, &["dep", "update"])?;
-    let image = tempfile::NamedTempFile::new()?;
-    let image_path = image.path().to_string_lossy().into_owned();
-    run_buf(proto_dir, &["build", "--output", &format!("{image_path}#format=binpb")])?;
-    let bytes = fs::read(image.path())?;
-    FileDescriptorSet::decode(bytes.as_slice()).context("decoding the image buf built")
-}
-
-fn run_buf(dir: &Path, args: &[&str]) -> Result<()> {
-    let status = Command::new("buf").args(args).current_dir(dir).status()?;
-    if !status.success() {
-        bail!("`buf {}` failed ({status})", args.join(" "));
+    /// A contributor without buf (protox) must get exactly what CI (buf) checks.
+    #[test]
+    #[ignore = "needs buf: `cargo xtask test` installs the pinned buf and runs this test"]
+    fn buf_and_protox_generate_byte_identical_stubs() {
+        let root = crate::workspace_root().unwrap();
+        let buf = buf::locate(&root).expect("no buf: run `cargo xtask install-buf` (or put buf on the PATH)");
+        eprintln!("comparing stubs from buf {} ({}) with protox", buf.version, buf.path.display());
+        let via_buf = stubs(buf_descriptors(&root, &buf).unwrap()).unwrap();
+        let via_protox = stubs(protox_descriptors(&root).unwrap()).unwrap();
+        let via_buf = String::from_utf8(via_buf).unwrap();
+        assert!(via_buf.contains("pub async fn request_service_identity"), "buf path generated no client");
+        assert_eq!(via_buf, String::from_utf8(via_protox).unwrap(), "buf and protox stubs differ");
     }
-    Ok(())
 }

@@ -15,10 +15,7 @@ const SERVE_ADDR: &str = "127.0.0.1:8080";
 const ADMIN_ADDR: &str = "127.0.0.1:9090";
 
 pub fn default_gateway(root: &Path) -> Result<()> {
-    crate::cargo(root, &["build", "--locked", "-p", "gateway-bin"])?;
-    // Where cargo put it: `CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    let binary = target_dir.join("debug/gateway");
+    let binary = crate::build_binary(root, "gateway-bin", "gateway")?;
     let mut child = Command::new(&binary)
         .current_dir(root)
         .env_clear()
@@ -82,7 +79,7 @@ fn wait_for_http(child: &mut Child, addr: &str, path: &str) -> Result<String> {
     }
 }
 
-fn get(addr: &str, path: &str) -> Result<String> {
+pub(crate) fn get(addr: &str, path: &str) -> Result<String> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;

@@ -1,0 +1,18 @@
+//! ziti-management, the reference server: leases real, enrolled OpenZiti identities
+//! on a real controller, keeping each lease as tags on its identity.
+//!
+//! One module per concept: [`config`], the [`controller`] client, [`enrollment`]
+//! (with its [`ca_bundle`]), [`lease`] tags, the [`reaper`], the gRPC [`service`],
+//! the [`admin`] listener, [`metrics`], and the [`server`] wiring.
+
+pub mod admin;
+pub mod ca_bundle;
+mod causes;
+pub mod config;
+pub mod controller;
+pub mod enrollment;
+pub mod lease;
+pub mod metrics;
+pub mod reaper;
+pub mod server;
+pub mod service;

@@ -1,0 +1,102 @@
+//! The reaper: every interval, deletes the managed identities whose lease ran out,
+//! and counts the leases still held. It reads the leases from the controller, so
+//! it also reaps what another replica, or this server before a restart, issued.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use tokio::time::MissedTickBehavior;
+
+use crate::controller::{Controller, ControllerError};
+use crate::lease::{expired_filter, held_filter};
+use crate::metrics::Metrics;
+
+/// A lease is reaped this long after its expiry, so that an extension that read the
+/// lease just before it ran out can still land its update.
+const GRACE: Duration = Duration::from_secs(1);
+/// Listing page size (the controller allows up to 500).
+const PAGE: u32 = 200;
+/// At most this many deletions per pass; the rest wait for the next one.
+const MAX_PER_PASS: usize = 2_000;
+/// Deletions in flight at once: quick without crowding out the gRPC calls.
+const PARALLEL_DELETES: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    controller: Arc<Controller>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+}
+
+impl Reaper {
+    pub fn new(controller: Arc<Controller>, metrics: Arc<Metrics>, interval: Duration) -> Self {
+        Self { controller, metrics, interval }
+    }
+
+    /// Passes at once and then every interval, until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticks.tick() => {}
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                passed = self.pass() => match passed {
+                    Ok(0) => {}
+                    Ok(reaped) => tracing::info!(reaped, "deleted identities whose lease ran out"),
+                    Err(err) => tracing::warn!(%err, "reaper pass failed; trying again next interval"),
+                },
+            }
+        }
+    }
+
+    /// One pass: deletes what expired, then counts what is held. Returns how many it deleted.
+    pub async fn pass(&self) -> Result<u64, ControllerError> {
+        let now = SystemTime::now();
+        let expired = self.expired(now - GRACE).await?;
+        let reaped = stream::iter(expired)
+            .map(|id| async move {
+                match self.controller.delete_identity(&id).await {
+                    Ok(()) => {
+                        tracing::info!(identity = %id, "lease ran out; identity deleted");
+                        true
+                    }
+                    // Gone already: released, or reaped by another replica.
+                    Err(ControllerError::NotFound { .. }) => false,
+                    Err(err) => {
+                        tracing::warn!(identity = %id, %err, "cannot delete an identity whose lease ran out");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(PARALLEL_DELETES)
+            .filter(|deleted| std::future::ready(*deleted))
+            .count()
+            .await as u64;
+        self.metrics.record_reaped(reaped);
+        let held = self.controller.list_identities(&held_filter(now), 1, 0).await?;
+        self.metrics.set_leases_held(held.total);
+        Ok(reaped)
+    }
+
+    /// Ids of managed identities whose lease ran out before `before`, page by page.
+    async fn expired(&self, before: SystemTime) -> Result<Vec<String>, ControllerError> {
+        let filter = expired_filter(before);
+        let mut ids = Vec::new();
+        loop {
+            let page = self.controller.list_identities(&filter, PAGE, ids.len() as u64).await?;
+            let fetched = page.identities.len();
+            ids.extend(page.identities.into_iter().map(|identity| identity.id));
+            if fetched == 0 || ids.len() as u64 >= page.total || ids.len() >= MAX_PER_PASS {
+                return Ok(ids);
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Shared by the ziti-management tests: the binary run as an operator runs it, a
+//! gRPC client, the controller seen through its management API (independently of
+//! the server's own client), and the Go SDK peers of the `ziti` executable.
+
+#![allow(dead_code)] // each test file uses its own part
+
+pub mod controller;
+pub mod peers;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use workspace_tests::network::ZitiNetwork;
+use zitimgmt_grpc::proto::ziti_management_service_client::ZitiManagementServiceClient;
+use zitimgmt_grpc::proto::{
+    ExtendIdentityLeaseRequest, ReleaseServiceIdentityRequest, RequestServiceIdentityRequest,
+    RequestServiceIdentityResponse, ServiceType,
+};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_ziti-management");
+
+pub type Client = ZitiManagementServiceClient<Channel>;
+
+pub fn free_addr() -> SocketAddr {
+    let probe = TcpListener::bind("127.0.0.1:0").expect("probe");
+    probe.local_addr().expect("addr")
+}
+
+/// A private directory (0700) for files that hold secrets.
+pub fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    dir
+}
+
+/// Writes secret bytes to `dir/name` with mode 0600.
+pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).expect("create");
+    file.write_all(bytes).expect("write");
+    path
+}
+
+/// The environment a `ziti-management` needs for `network`, on the given ports.
+pub fn base_env(network: &ZitiNetwork, grpc: SocketAddr, admin: SocketAddr) -> Vec<(String, String)> {
+    [
+        ("ZITI_MGMT_CONTROLLER_URL", network.ctrl_url.clone()),
+        ("ZITI_MGMT_CONTROLLER_CA", network.ctrl_ca.display().to_string()),
+        ("ZITI_MGMT_ADMIN_USER", network.admin_user.clone()),
+        ("ZITI_MGMT_ADMIN_PASSWORD", network.admin_password.clone()),
+        ("ZITI_MGMT_GRPC_ADDR", grpc.to_string()),
+        ("ZITI_MGMT_ADMIN_ADDR", admin.to_string()),
+        ("RUST_LOG", "info,zitimgmt_server=debug".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
+/// A `ziti-management` process of the test's own, logging to a file.
+#[derive(Debug)]
+pub struct Management {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Management {
+    /// Starts one for `network` with the given lease TTL and reaper interval, and
+    /// waits until `/readyz` says it is ready.
+    pub fn start(network: &ZitiNetwork, ttl: &str, reaper: &str) -> Self {
+        let (grpc, admin) = (free_addr(), free_addr());
+        let mut env = base_env(network, grpc, admin);
+        env.push(("ZITI_MGMT_LEASE_TTL".into(), ttl.into()));
+        env.push(("ZITI_MGMT_REAPER_INTERVAL".into(), reaper.into()));
+        let management = Self::spawn(&env, grpc, admin);
+        management.wait_ready(Duration::from_secs(20));
+        management
+    }
+
+    /// Starts one with exactly `env` (nothing inherited), without waiting.
+    pub fn spawn(env: &[(String, String)], grpc: SocketAddr, admin: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().expect("log dir");
+        let log = dir.path().join("ziti-management.log");
+        let child = Command::new(BINARY)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn ziti-management");
+        Self { child, grpc, admin, log, _dir: dir }
+    }
+
+    pub fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if http_get(self.admin, "/readyz").is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ziti-management not ready within {within:?}; log:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let target = format!("http://{}", self.grpc);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ZitiManagementServiceClient::connect(target.clone()).await {
+                Ok(client) => return client,
+                Err(err) => assert!(Instant::now() < deadline, "cannot connect to {target}: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ziti-management still running after {within:?}; log:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.child.id().to_string();
+            Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        }
+        self.wait_exit(Duration::from_secs(10))
+    }
+}
+
+impl Drop for Management {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}
+
+/// One HTTP/1.1 GET; `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+pub async fn request_gateway(client: &mut Client) -> Result<RequestServiceIdentityResponse, tonic::Status> {
+    let request = RequestServiceIdentityRequest { service_type: ServiceType::Gateway as i32 };
+    client.request_service_identity(request).await.map(tonic::Response::into_inner)
+}
+
+pub async fn extend(client: &mut Client, id: &str) -> Result<Option<prost_types::Timestamp>, tonic::Status> {
+    let request = ExtendIdentityLeaseRequest { ziti_identity_id: id.to_owned() };
+    client.extend_identity_lease(request).await.map(|response| response.into_inner().lease_expires_at)
+}
+
+pub async fn release(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
+    let request = ReleaseServiceIdentityRequest { ziti_identity_id: id.to_owned() };
+    client.release_service_identity(request).await.map(drop)
+}
+
+/// Seconds from now to `at` (negative when past).
+pub fn seconds_until(at: &prost_types::Timestamp) -> f64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    at.seconds as f64 + f64::from(at.nanos) / 1e9 - now
+}

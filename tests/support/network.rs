@@ -1,0 +1,144 @@
+//! The real OpenZiti network started by `cargo xtask ziti-up`, as tests see it.
+//!
+//! `cargo xtask ziti-up` writes `target/ziti-net/env`, which tests read here (it is
+//! not exported to them, so the gateway's own config tests see no stray `ZITI_*`
+//! variables). A test that needs the network takes it from [`ZitiNetwork::from_env`],
+//! which panics when there is none: a network test must fail loudly, never pass by
+//! skipping.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the network's description is written, relative to the workspace root.
+pub const ENV_FILE: &str = "target/ziti-net/env";
+
+/// The variables of the env file, each read once here.
+const VARIABLES: [&str; 13] = [
+    "ZITI_BIN",
+    "ZITI_CTRL_URL",
+    "ZITI_CTRL_CA",
+    "ZITI_ADMIN_USER",
+    "ZITI_ADMIN_PASSWORD",
+    "ZITI_CONFIG_DIR",
+    "ZITI_CLIENT_IDENTITY",
+    "ZITI_SERVICE_NAME",
+    "ZITI_ROUTER_NAME",
+    "ZITI_MANAGEMENT_GRPC_TARGET",
+    "ZITI_MANAGEMENT_ADMIN_ADDR",
+    "ZITI_NET_HOME",
+    "ZITI_ROUTER_CONFIG",
+];
+
+/// A running controller, edge router and ziti-management on loopback.
+#[derive(Debug, Clone)]
+pub struct ZitiNetwork {
+    /// The `ziti` executable (controller, router, CLI, Go SDK peers).
+    pub ziti_bin: PathBuf,
+    /// The controller's API base, e.g. `https://127.0.0.1:1280`.
+    pub ctrl_url: String,
+    /// The network's root CA (PEM).
+    pub ctrl_ca: PathBuf,
+    pub admin_user: String,
+    pub admin_password: String,
+    /// The CLI's config directory, logged in as the admin.
+    pub config_dir: PathBuf,
+    /// An enrolled identity JSON with the role attribute `gateway-clients`.
+    pub client_identity: PathBuf,
+    /// The overlay service (`gateway`, end-to-end encryption on).
+    pub service_name: String,
+    pub router_name: String,
+    /// The router's configuration, for restarting it (`ziti router run`).
+    pub router_config: PathBuf,
+    /// The network's ziti-management, e.g. `http://127.0.0.1:50051`.
+    pub management_grpc_target: String,
+    /// Its `/healthz`, `/readyz`, `/metrics` listener, `127.0.0.1:PORT`.
+    pub management_admin_addr: String,
+    /// The network's home directory under `target/ziti-net/`.
+    pub home: PathBuf,
+}
+
+impl ZitiNetwork {
+    /// The network from `target/ziti-net/env`, else from the process environment.
+    ///
+    /// # Panics
+    /// When neither describes a network: run the tests with `cargo xtask test`, or
+    /// start one with `cargo xtask ziti-up`.
+    pub fn from_env() -> Self {
+        match Self::load() {
+            Ok(network) => network,
+            Err(missing) => panic!(
+                "this test needs the real OpenZiti network, but {missing}. \
+                 Run the tests with `cargo xtask test` (it starts the network), or start it \
+                 with `cargo xtask ziti-up` first (it writes {ENV_FILE})."
+            ),
+        }
+    }
+
+    fn load() -> Result<Self, String> {
+        let file = workspace_root().join(ENV_FILE);
+        let from_file = std::fs::read_to_string(&file).map(|text| parse_env(&text)).unwrap_or_default();
+        let mut values = HashMap::new();
+        for name in VARIABLES {
+            // The file describes the network that runs now; a shell may hold stale values.
+            let value = from_file.get(name).cloned().or_else(|| std::env::var(name).ok());
+            match value {
+                Some(value) if !value.is_empty() => values.insert(name, value),
+                _ => return Err(format!("{name} is neither set nor in {}", file.display())),
+            };
+        }
+        let take = |name: &str| values.get(name).cloned().unwrap_or_default();
+        Ok(Self {
+            ziti_bin: take("ZITI_BIN").into(),
+            ctrl_url: take("ZITI_CTRL_URL"),
+            ctrl_ca: take("ZITI_CTRL_CA").into(),
+            admin_user: take("ZITI_ADMIN_USER"),
+            admin_password: take("ZITI_ADMIN_PASSWORD"),
+            config_dir: take("ZITI_CONFIG_DIR").into(),
+            client_identity: take("ZITI_CLIENT_IDENTITY").into(),
+            service_name: take("ZITI_SERVICE_NAME"),
+            router_name: take("ZITI_ROUTER_NAME"),
+            router_config: take("ZITI_ROUTER_CONFIG").into(),
+            management_grpc_target: take("ZITI_MANAGEMENT_GRPC_TARGET"),
+            management_admin_addr: take("ZITI_MANAGEMENT_ADMIN_ADDR"),
+            home: take("ZITI_NET_HOME").into(),
+        })
+    }
+
+    /// The `ziti` executable with the network's logged-in CLI configuration.
+    pub fn ziti(&self) -> Command {
+        let mut command = Command::new(&self.ziti_bin);
+        command.env("ZITI_CONFIG_DIR", &self.config_dir);
+        command
+    }
+}
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// `KEY=VALUE` lines, values optionally single-quoted (as `ziti-up` writes them).
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("export ").unwrap_or(line.trim()).split_once('='))
+        .map(|(key, value)| {
+            let value = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(value);
+            (key.to_owned(), value.replace("'\\''", "'"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_quoted_and_exported_lines() {
+        let parsed = parse_env("export ZITI_BIN='/opt/zi ti'\nZITI_ADMIN_USER=admin\n# comment\nZITI_X='it'\\''s'\n");
+        assert_eq!(parsed["ZITI_BIN"], "/opt/zi ti");
+        assert_eq!(parsed["ZITI_ADMIN_USER"], "admin");
+        assert_eq!(parsed["ZITI_X"], "it's");
+        assert!(!parsed.contains_key("# comment"));
+    }
+}

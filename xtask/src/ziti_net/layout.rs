@@ -1,0 +1,58 @@
+//! Where a network's files live: everything under `target/ziti-net/`.
+
+use std::path::{Path, PathBuf};
+
+pub const ROUTER_NAME: &str = "router-quickstart";
+pub const SERVICE_NAME: &str = "gateway";
+pub const CLIENT_NAME: &str = "gateway-client";
+pub const ADMIN_USER: &str = "admin";
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `target/ziti-net`: the network's home, removed whole by `ziti-down`.
+    pub home: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Self {
+        Self { home: root.join("target/ziti-net") }
+    }
+
+    /// The quickstart's own home (controller config, PKI, database).
+    pub fn controller_home(&self) -> PathBuf {
+        self.home.join("controller")
+    }
+    pub fn root_ca(&self) -> PathBuf {
+        self.controller_home().join("pki/root-ca/certs/root-ca.cert")
+    }
+    pub fn router_home(&self) -> PathBuf {
+        self.home.join("router")
+    }
+    pub fn router_config(&self) -> PathBuf {
+        self.router_home().join(format!("{ROUTER_NAME}.yaml"))
+    }
+    pub fn cli_config(&self) -> PathBuf {
+        self.home.join("cli")
+    }
+    pub fn client_identity(&self) -> PathBuf {
+        self.home.join(format!("{CLIENT_NAME}.json"))
+    }
+    pub fn admin_password_file(&self) -> PathBuf {
+        self.home.join("admin-password")
+    }
+    pub fn log(&self, process: &str) -> PathBuf {
+        self.home.join(format!("{process}.log"))
+    }
+    /// `name pid` lines of the processes `ziti-up` started.
+    pub fn pids(&self) -> PathBuf {
+        self.home.join("pids")
+    }
+    /// The shell-sourceable description of the running network.
+    pub fn env_file(&self) -> PathBuf {
+        self.home.join("env")
+    }
+    /// What identifies our processes in `/proc/*/cmdline`: every one names a path in the home.
+    pub fn marker(&self) -> String {
+        self.home.to_string_lossy().into_owned()
+    }
+}

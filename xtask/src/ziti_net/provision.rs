@@ -1,0 +1,157 @@
+//! Starting the network's processes and provisioning what the project expects of it.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::cli::Cli;
+use super::layout::{ADMIN_USER, CLIENT_NAME, Layout, ROUTER_NAME, SERVICE_NAME};
+use super::process::spawn_detached;
+
+/// The attribute ziti-management gives gateway identities by default.
+const HOSTS_ROLE: &str = "gateway-hosts";
+const CLIENTS_ROLE: &str = "gateway-clients";
+
+/// `ziti edge quickstart --no-router` with every listener on 127.0.0.1.
+pub fn start_controller(cli: &Cli, layout: &Layout, port: u16, password: &str) -> Result<u32> {
+    let mut command = cli.command();
+    command
+        .current_dir(&layout.home)
+        .args(["edge", "quickstart", "--no-router", "--ctrl-address", "127.0.0.1"])
+        .arg("--ctrl-port")
+        .arg(port.to_string())
+        .arg("--home")
+        .arg(layout.controller_home())
+        .args(["-u", ADMIN_USER, "-p", password])
+        // The quickstart's defaults bind 0.0.0.0; the config generator honours these.
+        .env("ZITI_CTRL_BIND_ADDRESS", "127.0.0.1")
+        .env("ZITI_CTRL_EDGE_BIND_ADDRESS", "127.0.0.1");
+    crate::step(&format!("starting the controller on 127.0.0.1:{port}"));
+    spawn_detached(command, &layout.log("controller"))
+}
+
+/// Creates, configures (on 127.0.0.1), enrolls and runs the edge router.
+pub fn start_router(cli: &Cli, layout: &Layout, ctrl_port: u16, port: u16) -> Result<u32> {
+    crate::step(&format!("enrolling the edge router {ROUTER_NAME} on 127.0.0.1:{port}"));
+    let home = layout.router_home();
+    fs::create_dir_all(&home)?;
+    let jwt = home.join(format!("{ROUTER_NAME}.jwt"));
+    cli.run(&["edge", "create", "edge-router", ROUTER_NAME, "-a", "public", "-o", &jwt.to_string_lossy()])?;
+    let config = layout.router_config();
+    let output = cli
+        .command()
+        .args(["create", "config", "router", "edge", "--routerName", ROUTER_NAME, "--tunnelerMode", "none"])
+        .arg("--output")
+        .arg(&config)
+        .env("ZITI_HOME", &home)
+        .env("ZITI_CTRL_ADVERTISED_ADDRESS", "127.0.0.1")
+        .env("ZITI_CTRL_ADVERTISED_PORT", ctrl_port.to_string())
+        .env("ZITI_ROUTER_ADVERTISED_ADDRESS", "127.0.0.1")
+        .env("ZITI_ROUTER_PORT", port.to_string())
+        .env("ZITI_ROUTER_LISTENER_BIND_PORT", port.to_string())
+        .output()
+        .context("running ziti create config router")?;
+    if !output.status.success() {
+        anyhow::bail!("`ziti create config router edge` failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    // The router template binds its listeners to 0.0.0.0 with no variable to change it.
+    let text = fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+    fs::write(&config, text.replace("0.0.0.0:", "127.0.0.1:"))?;
+    cli.run(&["router", "enroll", &config.to_string_lossy(), "--jwt", &jwt.to_string_lossy()])?;
+
+    let mut command = cli.command();
+    command.current_dir(&layout.home).args(["router", "run"]).arg(&config);
+    spawn_detached(command, &layout.log("router"))
+}
+
+/// The `gateway` service (end-to-end encryption on, the CLI's default) and its policies.
+pub fn service_and_policies(cli: &Cli) -> Result<()> {
+    crate::step(&format!("provisioning the service {SERVICE_NAME} and its policies"));
+    let service = format!("@{SERVICE_NAME}");
+    let hosts = format!("#{HOSTS_ROLE}");
+    let clients = format!("#{CLIENTS_ROLE}");
+    cli.run(&["edge", "create", "service", SERVICE_NAME, "-a", SERVICE_NAME])?;
+    cli.run(&[
+        "edge",
+        "create",
+        "service-policy",
+        "gateway-bind",
+        "Bind",
+        "--service-roles",
+        &service,
+        "--identity-roles",
+        &hosts,
+    ])?;
+    cli.run(&[
+        "edge",
+        "create",
+        "service-policy",
+        "gateway-dial",
+        "Dial",
+        "--service-roles",
+        &service,
+        "--identity-roles",
+        &clients,
+    ])?;
+    cli.run(&[
+        "edge",
+        "create",
+        "edge-router-policy",
+        "all-identities-all-routers",
+        "--identity-roles",
+        "#all",
+        "--edge-router-roles",
+        "#all",
+    ])?;
+    cli.run(&[
+        "edge",
+        "create",
+        "service-edge-router-policy",
+        "all-services-all-routers",
+        "--service-roles",
+        "#all",
+        "--edge-router-roles",
+        "#all",
+    ])?;
+    Ok(())
+}
+
+/// One enrolled identity allowed to dial the service.
+pub fn client_identity(cli: &Cli, layout: &Layout) -> Result<()> {
+    crate::step(&format!("enrolling the client identity {CLIENT_NAME} (#{CLIENTS_ROLE})"));
+    let jwt = layout.home.join(format!("{CLIENT_NAME}.jwt"));
+    cli.run(&["edge", "create", "identity", CLIENT_NAME, "-a", CLIENTS_ROLE, "-o", &jwt.to_string_lossy()])?;
+    let identity = layout.client_identity();
+    cli.run(&["edge", "enroll", &jwt.to_string_lossy(), "-o", &identity.to_string_lossy(), "--keyAlg", "EC"])?;
+    Ok(())
+}
+
+/// The reference ziti-management against this controller, with its default lease TTL.
+pub fn start_management(
+    binary: &Path,
+    layout: &Layout,
+    ctrl_port: u16,
+    grpc_port: u16,
+    admin_port: u16,
+) -> Result<u32> {
+    crate::step(&format!("starting ziti-management: gRPC 127.0.0.1:{grpc_port}, admin 127.0.0.1:{admin_port}"));
+    let mut command = Command::new(binary);
+    // Only what this network says, not a ZITI_MGMT_* the caller's shell happens to hold.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ZITI_MGMT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(&layout.home)
+        .env("ZITI_MGMT_CONTROLLER_URL", format!("https://127.0.0.1:{ctrl_port}"))
+        .env("ZITI_MGMT_CONTROLLER_CA", layout.root_ca())
+        .env("ZITI_MGMT_ADMIN_USER", ADMIN_USER)
+        .env("ZITI_MGMT_ADMIN_PASSWORD_FILE", layout.admin_password_file())
+        .env("ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES", HOSTS_ROLE)
+        .env("ZITI_MGMT_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("ZITI_MGMT_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"));
+    spawn_detached(command, &layout.log("ziti-management"))
+}
