@@ -116,7 +116,11 @@ async fn callers_are_resolved_through_resolve_identity_and_cached() {
     let server = FakeManagement::start(Behaviour::default()).await.expect("server");
     let identity_dir = tempfile::tempdir().expect("tempdir");
     let overlay = TcpStandIn {
-        caller: Some(CallerIdentity { id: Some("client-7".to_owned()), name: Some("client".to_owned()) }),
+        caller: Some(CallerIdentity {
+            id: Some("client-7".to_owned()),
+            name: Some("client".to_owned()),
+            verified: true,
+        }),
         ..TcpStandIn::default()
     };
     let config = overlay_config(&server.target(), Duration::from_secs(60), identity_dir.path());
