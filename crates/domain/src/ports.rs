@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 
 use crate::caller::{Caller, CallerIdentity, Principal};
 use crate::error::{InstallError, ListenError, ProviderError, ResolveError};
@@ -90,4 +91,11 @@ impl std::fmt::Debug for Accepted {
 #[async_trait]
 pub trait ServiceListener: Send {
     async fn accept(&mut self) -> Result<Accepted, ListenError>;
+
+    /// Whether the binding works right now, for transports that lose and regain it by
+    /// themselves (the overlay binds again after a router restart). `None`: it works
+    /// for as long as the listener exists.
+    fn bound(&self) -> Option<watch::Receiver<bool>> {
+        None
+    }
 }

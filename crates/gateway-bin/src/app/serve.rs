@@ -128,6 +128,8 @@ async fn accept(
     graceful: Arc<GracefulShutdown>,
     readiness: Arc<Readiness>,
 ) {
+    // Dropped (and so stopped) with this task, when the binding is replaced or retired.
+    let _follow = listener.bound().map(|bound| AbortOnDrop(tokio::spawn(follow_binding(bound, readiness.clone()))));
     loop {
         match listener.accept().await {
             Ok(accepted) => {
@@ -145,6 +147,29 @@ async fn accept(
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }
+    }
+}
+
+/// Ready while the transport says its binding works (e.g. not while the overlay binds
+/// again after a router restart).
+async fn follow_binding(mut bound: tokio::sync::watch::Receiver<bool>, readiness: Arc<Readiness>) {
+    loop {
+        let now = *bound.borrow_and_update();
+        readiness.set_serving(now);
+        if !now {
+            tracing::warn!("the service binding is lost; not ready until it is bound again");
+        }
+        if bound.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
