@@ -31,6 +31,9 @@ impl fmt::Display for Transport {
 pub struct CallerIdentity {
     pub id: Option<String>,
     pub name: Option<String>,
+    /// Whether the overlay vouches for it (the router filled it in from the dialer's
+    /// session), or it is only what the dialer claims (all a v1.6 router passes on).
+    pub verified: bool,
 }
 
 /// A caller as the transport reports it.

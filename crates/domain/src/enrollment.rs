@@ -112,6 +112,11 @@ impl Enroller {
         }
     }
 
+    /// Takes a lease's identity out of use (see [`IdentityInstaller::retire`]).
+    pub async fn retire(&self, id: &IdentityId) {
+        self.installer.retire(id).await;
+    }
+
     async fn attempt(&self, cancel: &CancellationToken) -> Result<Result<Lease, AttemptError>, EnrollError> {
         let leased = tokio::select! {
             biased;

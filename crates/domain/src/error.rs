@@ -29,3 +29,15 @@ pub enum ResolveError {
     #[error("caller resolution failed: {0}")]
     Unavailable(String),
 }
+
+/// A bound service stopped handing out connections.
+#[derive(Debug, Error)]
+pub enum ListenError {
+    /// One accept failed (e.g. out of file descriptors); the binding may still work.
+    #[error("accepting a connection failed: {0}")]
+    Accept(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The binding is gone (the overlay closed it, or its router connection was lost
+    /// for good); no connection will come from this listener again.
+    #[error("the service binding is closed: {0}")]
+    Closed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,5 +1,6 @@
-//! Lease keeping: extend the lease on time, retry failures before it runs out, and
-//! enroll again when it is gone.
+//! Lease keeping: extend the lease on time, retry failures before it runs out, enroll
+//! again when it is gone, and end it (retire, release) when stopped. The keeper owns
+//! the whole life of a lease, so a caller's shutdown is: cancel, await.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,9 @@ use crate::ports::{IdentityProvider, LeaseEvent, LeaseObserver};
 
 /// The shortest wait between attempts, so a lease about to expire is not hammered.
 const MIN_WAIT: Duration = Duration::from_millis(10);
+/// How long giving a lease back may take: a server that is down must not hold up a
+/// shutdown (the lease then expires by itself).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// When to renew and how to retry.
 #[derive(Debug, Clone)]
@@ -23,6 +27,8 @@ pub struct LeasePolicy {
     pub renewal_interval: Duration,
     /// Backoff between failed attempts, before the cap by what is left of the lease.
     pub retry: Backoff,
+    /// The most a release may take when the keeper stops.
+    pub release_timeout: Duration,
 }
 
 impl LeasePolicy {
@@ -32,7 +38,7 @@ impl LeasePolicy {
     pub fn new(renewal_interval: Duration) -> Self {
         let initial = (renewal_interval / 8).min(Duration::from_secs(1)).max(MIN_WAIT);
         let max = (renewal_interval / 2).min(Duration::from_secs(30));
-        Self { renewal_interval, retry: Backoff::new(initial, max) }
+        Self { renewal_interval, retry: Backoff::new(initial, max), release_timeout: RELEASE_TIMEOUT }
     }
 
     /// Renew after the interval, or at half of what is left of the lease if sooner.
@@ -52,7 +58,8 @@ impl LeasePolicy {
     }
 }
 
-/// Why the lease keeper stopped, and the lease it held then (to release).
+/// Why the lease keeper stopped, and the lease it held then (already retired and,
+/// best effort, released).
 #[derive(Debug)]
 pub struct Stopped {
     pub lease: Option<IdentityId>,
@@ -91,7 +98,8 @@ impl LeaseKeeper {
         Self { provider, enroller, observer, policy }
     }
 
-    /// Renews `lease` until `cancel` fires or the provider refuses for good.
+    /// Renews `lease` until `cancel` fires or the provider refuses for good, then ends
+    /// the lease it holds.
     pub async fn run(self, mut lease: Lease, cancel: CancellationToken) -> Stopped {
         let mut retry = self.policy.retry.clone();
         let mut wait = self.policy.renewal_wait(left(&lease));
@@ -99,7 +107,7 @@ impl LeaseKeeper {
             // Cancellation first: a shutdown that comes with a due renewal wins.
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return Stopped { lease: Some(lease.id), cause: StopCause::Cancelled },
+                () = cancel.cancelled() => return self.end(lease, StopCause::Cancelled).await,
                 () = tokio::time::sleep(wait) => {}
             }
             if lease.expires_at.is_some_and(|at| Instant::now() >= at) {
@@ -113,7 +121,7 @@ impl LeaseKeeper {
             }
             let extended = tokio::select! {
                 biased;
-                () = cancel.cancelled() => return Stopped { lease: Some(lease.id), cause: StopCause::Cancelled },
+                () = cancel.cancelled() => return self.end(lease, StopCause::Cancelled).await,
                 extended = self.provider.extend_lease(&lease.id) => extended,
             };
             match extended {
@@ -140,19 +148,33 @@ impl LeaseKeeper {
                     wait = self.policy.renewal_wait(left(&lease));
                 }
                 Err(refused @ ProviderError::Fatal(_)) => {
-                    return Stopped { lease: Some(lease.id), cause: StopCause::Refused(refused) };
+                    return self.end(lease, StopCause::Refused(refused)).await;
                 }
             }
         }
     }
 
     async fn replace_lost(&self, lost: Lease, reason: &str, cancel: &CancellationToken) -> Result<Lease, Stopped> {
+        // Its identity is worthless now: unbind and erase it before looking for another.
+        self.enroller.retire(&lost.id).await;
         self.observer.observe(&LeaseEvent::Lost { id: lost.id, reason: reason.to_owned() });
         match self.enroller.reenroll(cancel).await {
             Ok(lease) => Ok(lease),
             Err(EnrollError::Refused(error)) => Err(Stopped { lease: None, cause: StopCause::Refused(error) }),
             Err(_) => Err(Stopped { lease: None, cause: StopCause::Cancelled }),
         }
+    }
+
+    /// Takes the lease out of use, then gives it back (bounded by the policy's release
+    /// timeout; a lease not given back expires by itself).
+    async fn end(&self, lease: Lease, cause: StopCause) -> Stopped {
+        self.enroller.retire(&lease.id).await;
+        match tokio::time::timeout(self.policy.release_timeout, self.provider.release(&lease.id)).await {
+            Ok(Ok(())) => tracing::info!(lease = %lease.id, "lease released"),
+            Ok(Err(error)) => tracing::warn!(lease = %lease.id, %error, "could not release the lease; it will expire"),
+            Err(_) => tracing::warn!(lease = %lease.id, "releasing the lease timed out; it will expire"),
+        }
+        Stopped { lease: Some(lease.id), cause }
     }
 }
 

@@ -18,5 +18,5 @@ pub mod resolution;
 mod test_support;
 
 pub use caller::{Caller, CallerIdentity, Principal, Transport};
-pub use error::{InstallError, ProviderError, ResolveError};
+pub use error::{InstallError, ListenError, ProviderError, ResolveError};
 pub use identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
 use crate::caller::{Caller, CallerIdentity, Principal};
-use crate::error::{InstallError, ProviderError, ResolveError};
+use crate::error::{InstallError, ListenError, ProviderError, ResolveError};
 use crate::identity::{IdentityId, LeasedIdentity, ServiceType};
 
 /// Hands out leased identities and keeps their leases (ziti-management).
@@ -23,12 +26,18 @@ pub trait IdentityProvider: Send + Sync {
     async fn release(&self, id: &IdentityId) -> Result<(), ProviderError>;
 }
 
-/// Puts a freshly leased identity to use: stores it privately, loads it into the
-/// overlay and binds the service, replacing (and erasing) any previous identity.
+/// Puts a leased identity to use and takes it out of use again.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait IdentityInstaller: Send + Sync {
+    /// Stores the identity privately, loads it into the overlay and binds the service
+    /// with it, replacing (and erasing) any previous identity.
     async fn install(&self, identity: LeasedIdentity) -> Result<(), InstallError>;
+
+    /// The lease `id` is over (lost, released or refused): drop its binding and erase
+    /// its identity at once, not when a successor arrives. Best effort; a lease that is
+    /// not the one in use is ignored.
+    async fn retire(&self, id: &IdentityId);
 }
 
 /// What happened to the lease, for readiness, metrics and logs.
@@ -59,18 +68,34 @@ pub trait IdentityResolver: Send + Sync {
     async fn resolve(&self, caller: &CallerIdentity) -> Result<Principal, ResolveError>;
 }
 
-/// A connection accepted by an [`OverlayListener`], with what is known of its caller.
-#[derive(Debug)]
-pub struct Accepted<C> {
-    pub connection: C,
+/// An accepted byte stream, whatever the transport.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+/// A connection accepted by a [`ServiceListener`], with what is known of its caller.
+pub struct Accepted {
+    pub connection: Box<dyn Connection>,
     pub caller: Caller,
 }
 
-/// A bound service (an overlay service or a plain TCP port) that hands out connections.
-#[async_trait]
-pub trait OverlayListener: Send {
-    type Connection: Send + 'static;
-    type Error: std::error::Error + Send + Sync + 'static;
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted").field("caller", &self.caller).finish_non_exhaustive()
+    }
+}
 
-    async fn accept(&mut self) -> Result<Accepted<Self::Connection>, Self::Error>;
+/// A bound service (an overlay service or a plain TCP port) that hands out connections.
+/// Object-safe, so a re-bind can swap one listener for another of any transport.
+/// Dropping it closes the binding.
+#[async_trait]
+pub trait ServiceListener: Send {
+    async fn accept(&mut self) -> Result<Accepted, ListenError>;
+
+    /// Whether the binding works right now, for transports that lose and regain it by
+    /// themselves (the overlay binds again after a router restart). `None`: it works
+    /// for as long as the listener exists.
+    fn bound(&self) -> Option<watch::Receiver<bool>> {
+        None
+    }
 }

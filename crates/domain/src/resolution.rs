@@ -83,7 +83,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(30);
 
     fn caller(id: &str) -> CallerIdentity {
-        CallerIdentity { id: Some(id.to_owned()), name: Some(format!("{id}-name")) }
+        CallerIdentity { id: Some(id.to_owned()), name: Some(format!("{id}-name")), verified: true }
     }
 
     fn principal(name: &str) -> Principal {

@@ -46,6 +46,7 @@ pub(crate) enum Call {
     Extend(String),
     Release(String),
     Install(String),
+    Retire(String),
 }
 
 /// Everything that happened in a test, with the time since the timeline was made.
@@ -112,6 +113,17 @@ impl Timeline {
             .collect()
     }
 
+    /// The ids the installer was told to retire, in order.
+    pub(crate) fn retired(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|(_, call)| match call {
+                Call::Retire(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The ids given back with `release`, in order.
     pub(crate) fn released(&self) -> Vec<String> {
         self.calls()
@@ -148,14 +160,16 @@ type ExtendAnswer = Result<Option<Duration>, ProviderError>;
 
 /// Builds a [`MockIdentityProvider`] whose calls go to a [`Timeline`]. A method left
 /// unconfigured panics when called, so "never called" needs no extra expectation.
+/// `release` answers `Ok` unless configured otherwise.
 pub(crate) struct ProviderMock {
     mock: MockIdentityProvider,
     timeline: Arc<Timeline>,
+    release_configured: bool,
 }
 
 impl ProviderMock {
     pub(crate) fn new(timeline: &Arc<Timeline>) -> Self {
-        Self { mock: MockIdentityProvider::new(), timeline: timeline.clone() }
+        Self { mock: MockIdentityProvider::new(), timeline: timeline.clone(), release_configured: false }
     }
 
     /// `extend_lease` answers with `answer(lease id, time of the call)`.
@@ -202,44 +216,63 @@ impl ProviderMock {
             timeline.record(Call::Release(id.as_str().to_owned()));
             answer.clone()
         });
+        self.release_configured = true;
         self
     }
 
+    fn finish(self) -> MockIdentityProvider {
+        if self.release_configured { self.mock } else { self.release(Ok(())).mock }
+    }
+
     pub(crate) fn build(self) -> Arc<dyn IdentityProvider> {
-        Arc::new(self.mock)
+        Arc::new(self.finish())
     }
 
     /// Like [`build`](Self::build), but every `extend_lease` call, once recorded,
     /// never answers.
     pub(crate) fn build_hanging_extend(self) -> Arc<dyn IdentityProvider> {
-        Arc::new(HangingExtend(self.mock))
+        Arc::new(Hanging { mock: self.finish(), extend: true })
+    }
+
+    /// Like [`build`](Self::build), but every `release` call, once recorded, never
+    /// answers.
+    pub(crate) fn build_hanging_release(self) -> Arc<dyn IdentityProvider> {
+        Arc::new(Hanging { mock: self.finish(), extend: false })
     }
 }
 
-/// A provider whose `extend_lease` is made (and recorded) but never completes.
-struct HangingExtend(MockIdentityProvider);
+/// A provider whose `extend_lease` (or else `release`) is made and recorded but never
+/// completes.
+struct Hanging {
+    mock: MockIdentityProvider,
+    extend: bool,
+}
 
 #[async_trait]
-impl IdentityProvider for HangingExtend {
+impl IdentityProvider for Hanging {
     async fn request_identity(&self, service: ServiceType) -> Result<LeasedIdentity, ProviderError> {
-        self.0.request_identity(service).await
+        self.mock.request_identity(service).await
     }
 
     async fn extend_lease(&self, id: &IdentityId) -> Result<Option<Duration>, ProviderError> {
-        let _ = self.0.extend_lease(id).await;
-        std::future::pending().await
+        let answer = self.mock.extend_lease(id).await;
+        if self.extend { std::future::pending().await } else { answer }
     }
 
     async fn release(&self, id: &IdentityId) -> Result<(), ProviderError> {
-        self.0.release(id).await
+        let answer = self.mock.release(id).await;
+        if self.extend { answer } else { std::future::pending().await }
     }
 }
 
-/// An installer that records the ids it is handed and rejects those in `reject`.
+/// An installer that records the ids it is handed (and told to retire) and rejects
+/// those in `reject`.
 pub(crate) fn installer(timeline: &Arc<Timeline>, reject: &[&str]) -> Arc<dyn IdentityInstaller> {
-    let timeline = timeline.clone();
     let reject: Vec<String> = reject.iter().map(|&id| id.to_owned()).collect();
     let mut mock = MockIdentityInstaller::new();
+    let retiring = timeline.clone();
+    mock.expect_retire().returning(move |id| retiring.record(Call::Retire(id.as_str().to_owned())));
+    let timeline = timeline.clone();
     mock.expect_install().returning(move |identity| {
         let id = identity.id.as_str().to_owned();
         timeline.record(Call::Install(id.clone()));

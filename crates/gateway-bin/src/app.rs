@@ -1,7 +1,6 @@
-//! Wiring: the domain's enrollment and lease policy, the identity file, the overlay
-//! (or plain TCP) listener and HTTP, from start-up to a clean shutdown.
+//! Wiring: the domain's enrollment and lease policy, the overlay (or plain TCP)
+//! transport and HTTP, from start-up to a clean shutdown.
 
-mod listener;
 mod serve;
 
 use std::net::SocketAddr;
@@ -9,29 +8,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use domain::ServiceType;
 use domain::enrollment::{EnrollError, Enroller};
 use domain::lease::{LeaseKeeper, LeasePolicy, StopCause, Stopped};
-use domain::ports::{IdentityInstaller, IdentityProvider, IdentityResolver, LeaseObserver};
+use domain::ports::{IdentityProvider, IdentityResolver, LeaseObserver};
 use domain::resolution::CachingResolver;
-use domain::{InstallError, LeasedIdentity, ServiceType};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use ziti_transport::TcpOverlayListener;
+use ziti_transport::{
+    IdentityFileError, IdentityFileStore, ListenerUpdate, OverlayBinder, OverlayInstaller, TcpBindError,
+    TcpServiceListener,
+};
 
 use crate::admin::serve_admin;
 use crate::config::{Config, OverlayConfig};
-use crate::identity_file::{IdentityFileError, IdentityFileStore};
 use crate::metrics::Metrics;
 use crate::readiness::{LeaseTracker, Readiness};
 
-pub use listener::{Connection, OverlayBinder, OverlayUnavailable, ServiceListener, boxed};
 use serve::{ServeContext, Server};
 
-/// How long a best-effort lease release may take at shutdown.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Resolved callers kept at most (see `CachingResolver`).
 const RESOLVE_CACHE_CAPACITY: usize = 4096;
 
@@ -40,7 +37,7 @@ pub enum AppError {
     #[error("cannot listen for admin requests on {addr}: {source}")]
     AdminListen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
-    Listen(#[from] ziti_transport::TcpError),
+    Listen(#[from] TcpBindError),
     #[error(transparent)]
     IdentityFile(#[from] IdentityFileError),
     #[error("enrollment with ziti-management failed: {0}")]
@@ -145,7 +142,7 @@ pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway,
     };
     let context = ServeContext::new(&config, metrics.clone(), resolver);
     let (listeners, incoming) = mpsc::channel(1);
-    let server = Server::spawn(incoming, context, stop.child_token());
+    let server = Server::spawn(incoming, context, readiness.clone(), stop.child_token());
 
     let started = match &config.overlay {
         Some(overlay) => start_overlay(overlay, &deps, listeners, readiness.clone(), metrics.clone(), &stop).await,
@@ -160,7 +157,6 @@ pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway,
             return Err(err);
         }
     };
-    readiness.set_serving(true);
     tracing::info!(admin = %admin_addr, listen = ?started.listen_addr, overlay = config.overlay.is_some(), "gateway serving");
 
     let identity_store = started.lease.as_ref().map(|lease| lease.store.clone());
@@ -181,25 +177,25 @@ struct Started {
 }
 
 struct LeaseParts {
-    provider: Arc<dyn IdentityProvider>,
     store: Arc<IdentityFileStore>,
     keeper: JoinHandle<Stopped>,
     keeper_stop: CancellationToken,
 }
 
-async fn start_tcp(config: &Config, listeners: mpsc::Sender<Box<dyn ServiceListener>>) -> Result<SocketAddr, AppError> {
-    let listener = TcpOverlayListener::bind(config.listen_addr).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| AppError::Listen(ziti_transport::TcpError::Bind { addr: config.listen_addr, source }))?;
-    listeners.send(boxed(listener)).await.map_err(|_| AppError::Task("the server stopped before it started".into()))?;
+async fn start_tcp(config: &Config, listeners: mpsc::Sender<ListenerUpdate>) -> Result<SocketAddr, AppError> {
+    let listener = TcpServiceListener::bind(config.listen_addr).await?;
+    let addr = listener.local_addr().map_err(|source| TcpBindError { addr: config.listen_addr, source })?;
+    listeners
+        .send(ListenerUpdate::Bound(Box::new(listener)))
+        .await
+        .map_err(|_| AppError::Task("the server stopped before it started".into()))?;
     Ok(addr)
 }
 
 async fn start_overlay(
     overlay: &OverlayConfig,
     deps: &Dependencies,
-    listeners: mpsc::Sender<Box<dyn ServiceListener>>,
+    listeners: mpsc::Sender<ListenerUpdate>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     stop: &CancellationToken,
@@ -209,12 +205,8 @@ async fn start_overlay(
         Some(parent) => IdentityFileStore::new_in(parent)?,
         None => IdentityFileStore::new()?,
     });
-    let installer = Arc::new(OverlayInstaller {
-        store: store.clone(),
-        overlay: deps.overlay.clone(),
-        service: overlay.service_name.clone(),
-        listeners,
-    });
+    let installer =
+        Arc::new(OverlayInstaller::new(store.clone(), deps.overlay.clone(), overlay.service_name.clone(), listeners));
     let observer: Arc<dyn LeaseObserver> = Arc::new(LeaseTracker::new(readiness, metrics));
     let policy = LeasePolicy::new(overlay.renewal_interval);
     let enroller =
@@ -224,28 +216,9 @@ async fn start_overlay(
     tracing::info!(lease = %lease.id, service = %overlay.service_name, "identity enrolled and service bound");
 
     let keeper_stop = stop.child_token();
-    let keeper = LeaseKeeper::new(provider.clone(), enroller, observer, policy);
+    let keeper = LeaseKeeper::new(provider, enroller, observer, policy);
     let keeper = tokio::spawn(keeper.run(lease, keeper_stop.clone()));
-    Ok(Started { listen_addr: None, lease: Some(LeaseParts { provider, store, keeper, keeper_stop }) })
-}
-
-/// Puts a leased identity to use: checks and stores it, binds the service with it,
-/// and hands the new listener to the server (which drops the old one).
-struct OverlayInstaller {
-    store: Arc<IdentityFileStore>,
-    overlay: Arc<dyn OverlayBinder>,
-    service: String,
-    listeners: mpsc::Sender<Box<dyn ServiceListener>>,
-}
-
-#[async_trait]
-impl IdentityInstaller for OverlayInstaller {
-    async fn install(&self, identity: LeasedIdentity) -> Result<(), InstallError> {
-        let staged = self.store.stage(&identity.identity_json).map_err(|err| InstallError(err.to_string()))?;
-        let listener = self.overlay.bind(staged.path(), &self.service).await.map_err(InstallError)?;
-        self.store.commit(staged);
-        self.listeners.send(listener).await.map_err(|_| InstallError("the gateway is shutting down".to_owned()))
-    }
+    Ok(Started { listen_addr: None, lease: Some(LeaseParts { store, keeper, keeper_stop }) })
 }
 
 struct SupervisedParts {
@@ -257,65 +230,47 @@ struct SupervisedParts {
     shutdown_grace: Duration,
 }
 
-/// Waits for a stop request or a fatal lease error, then shuts down in order:
-/// stop accepting, drain, stop lease keeping, release the lease, remove the file.
+/// Waits for a stop request or a fatal lease error, then shuts down in order: stop
+/// accepting and drain, then stop the lease keeper (which retires and releases its
+/// lease) and remove the identity directory.
 async fn supervise(parts: SupervisedParts) -> Result<(), AppError> {
     let SupervisedParts { stop, server, admin_task, lease, readiness, shutdown_grace } = parts;
-    let (mut outcome, lease) = match lease {
-        Some(LeaseParts { provider, store, mut keeper, keeper_stop }) => {
-            let stopped = tokio::select! {
-                () = stop.cancelled() => None,
-                stopped = &mut keeper => Some(stopped),
-            };
-            let outcome = match &stopped {
-                Some(Ok(Stopped { cause: StopCause::Refused(error), .. })) => {
-                    Err(AppError::LeaseRefused(error.clone()))
-                }
-                Some(Err(err)) => Err(AppError::Task(err.to_string())),
-                _ => Ok(()),
-            };
-            (outcome, Some((provider, store, keeper, keeper_stop, stopped)))
-        }
-        None => {
-            stop.cancelled().await;
-            (Ok(()), None)
-        }
+    let Some(LeaseParts { store, mut keeper, keeper_stop }) = lease else {
+        stop.cancelled().await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        server.stop(shutdown_grace).await;
+        stop.cancel();
+        admin_task.await.ok();
+        tracing::info!("gateway stopped");
+        return Ok(());
+    };
+    let stopped_by_itself = tokio::select! {
+        () = stop.cancelled() => None,
+        stopped = &mut keeper => Some(stopped),
     };
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     readiness.set_serving(false);
     server.stop(shutdown_grace).await;
-
-    if let Some((provider, store, keeper, keeper_stop, stopped)) = lease {
-        keeper_stop.cancel();
-        let stopped = match stopped {
-            Some(stopped) => stopped,
-            None => keeper.await,
-        };
-        match stopped {
-            Ok(Stopped { lease: Some(id), .. }) => release(provider.as_ref(), &id).await,
-            Ok(Stopped { lease: None, .. }) => {}
-            Err(err) if outcome.is_ok() => outcome = Err(AppError::Task(err.to_string())),
-            Err(_) => {}
-        }
-        // The secret goes first; the directory goes with the last handle (a
-        // `RunningGateway` dropped without `shutdown` may still hold one).
-        store.clear();
-        if let Ok(store) = Arc::try_unwrap(store) {
-            if let Err(err) = store.remove() {
-                tracing::warn!(%err, "could not remove the identity directory");
-            }
+    keeper_stop.cancel();
+    let stopped = match stopped_by_itself {
+        Some(stopped) => stopped,
+        None => keeper.await,
+    };
+    let outcome = match stopped {
+        Ok(Stopped { cause: StopCause::Refused(error), .. }) => Err(AppError::LeaseRefused(error)),
+        Ok(Stopped { cause: StopCause::Cancelled, .. }) => Ok(()),
+        Err(err) => Err(AppError::Task(err.to_string())),
+    };
+    // The keeper retired its identity; whatever is left goes now, and the directory with
+    // the last handle (a `RunningGateway` dropped without `shutdown` may still hold one).
+    store.clear();
+    if let Ok(store) = Arc::try_unwrap(store) {
+        if let Err(err) = store.remove() {
+            tracing::warn!(%err, "could not remove the identity directory");
         }
     }
     stop.cancel();
     admin_task.await.ok();
     tracing::info!("gateway stopped");
     outcome
-}
-
-async fn release(provider: &dyn IdentityProvider, id: &domain::IdentityId) {
-    match tokio::time::timeout(RELEASE_TIMEOUT, provider.release(id)).await {
-        Ok(Ok(())) => tracing::info!(lease = %id, "lease released"),
-        Ok(Err(err)) => tracing::warn!(lease = %id, %err, "could not release the lease; it will expire"),
-        Err(_) => tracing::warn!(lease = %id, "releasing the lease timed out; it will expire"),
-    }
 }

@@ -7,6 +7,5 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod http;
-pub mod identity_file;
 pub mod metrics;
 pub mod readiness;

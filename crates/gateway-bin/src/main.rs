@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use gateway_bin::app::{self, Dependencies, OverlayUnavailable};
+use gateway_bin::app::{self, Dependencies};
 use gateway_bin::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -90,5 +90,26 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The binder of a build without an overlay transport: it refuses with a clear reason,
+/// so `ZITI_ENABLED=true` enrolls, then stops cleanly instead of pretending to serve.
+#[derive(Debug)]
+struct OverlayUnavailable;
+
+#[async_trait::async_trait]
+impl ziti_transport::OverlayBinder for OverlayUnavailable {
+    async fn bind(
+        &self,
+        _identity_file: &std::path::Path,
+        service: &str,
+    ) -> Result<Box<dyn domain::ports::ServiceListener>, ziti_transport::BindError> {
+        Err(ziti_transport::BindError {
+            service: service.to_owned(),
+            source:
+                "this build has no OpenZiti overlay transport yet; run with ZITI_ENABLED=false to serve on plain TCP"
+                    .into(),
+        })
     }
 }

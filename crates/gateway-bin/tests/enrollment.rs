@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use domain::CallerIdentity;
 use gateway_bin::app::{self, Dependencies};
 use rstest::rstest;
-use support::{TcpStandIn, entries, get, overlay_config};
+use support::{entries, get, overlay_config};
 use workspace_tests::{Behaviour, FakeManagement, identity_json_for};
+use ziti_transport::testing::TcpStandIn;
 use zitimgmt_grpc::{ManagementClient, ManagementConfig};
 
 fn deps(server_target: &str, overlay: &TcpStandIn) -> Dependencies {
@@ -35,7 +36,7 @@ async fn enrolls_stores_privately_renews_serves_and_cleans_up() {
 
     // Enrolled once; the overlay loaded exactly the bytes served, from a private file.
     assert_eq!(server.issued(), ["lease-1"]);
-    let binding = overlay.last();
+    let binding = overlay.last().expect("the overlay was never bound");
     assert_eq!(binding.identity_bytes, identity_json_for("lease-1"));
     assert_eq!(binding.file_mode, 0o600, "identity file mode");
     assert_eq!(binding.dir_mode, 0o700, "identity directory mode");
@@ -84,7 +85,7 @@ async fn a_lost_lease_is_replaced_and_the_service_bound_again_without_restart() 
     let overlay = TcpStandIn::default();
     let config = overlay_config(&server.target(), Duration::from_millis(200), identity_dir.path());
     let gateway = app::start(config, deps(&server.target(), &overlay)).await.expect("gateway starts");
-    let first = overlay.last();
+    let first = overlay.last().expect("the overlay was never bound");
 
     server.revoke("lease-1");
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -92,7 +93,7 @@ async fn a_lost_lease_is_replaced_and_the_service_bound_again_without_restart() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(server.issued(), ["lease-1", "lease-2"]);
-    let second = overlay.last();
+    let second = overlay.last().expect("the overlay was never bound");
     assert_eq!(second.identity_bytes, identity_json_for("lease-2"));
     assert!(!first.identity_file.exists(), "the lost identity's file must be erased");
     assert_eq!(gateway.identity_file().as_deref(), Some(second.identity_file.as_path()));
@@ -115,12 +116,16 @@ async fn callers_are_resolved_through_resolve_identity_and_cached() {
     let server = FakeManagement::start(Behaviour::default()).await.expect("server");
     let identity_dir = tempfile::tempdir().expect("tempdir");
     let overlay = TcpStandIn {
-        caller: Some(CallerIdentity { id: Some("client-7".to_owned()), name: Some("client".to_owned()) }),
+        caller: Some(CallerIdentity {
+            id: Some("client-7".to_owned()),
+            name: Some("client".to_owned()),
+            verified: true,
+        }),
         ..TcpStandIn::default()
     };
     let config = overlay_config(&server.target(), Duration::from_secs(60), identity_dir.path());
     let gateway = app::start(config, deps(&server.target(), &overlay)).await.expect("gateway starts");
-    let addr = overlay.last().addr;
+    let addr = overlay.last().expect("the overlay was never bound").addr;
 
     for _ in 0..3 {
         let (status, body) = get(addr, "/").await.expect("request");

@@ -85,7 +85,11 @@ fn overlay_caller(_: SocketAddr) -> RequestContext {
         caller: Caller {
             transport: Transport::Overlay,
             peer: "circuit-7".to_owned(),
-            identity: Some(CallerIdentity { id: Some("zid-42".to_owned()), name: Some("alice".to_owned()) }),
+            identity: Some(CallerIdentity {
+                id: Some("zid-42".to_owned()),
+                name: Some("alice".to_owned()),
+                verified: true,
+            }),
         },
         principal: Some(Principal { name: "Alice".to_owned(), role_attributes: vec!["readers".to_owned()] }),
     }
@@ -224,6 +228,7 @@ async fn proxy_sets_the_overlay_callers_identity_over_a_forged_one() {
     assert_eq!(seen.headers["x-ziti-caller-transport"], "overlay");
     assert_eq!(seen.headers.get_all("x-ziti-caller-id").iter().collect::<Vec<_>>(), ["zid-42"]);
     assert_eq!(seen.headers["x-ziti-caller-name"], "alice");
+    assert_eq!(seen.headers["x-ziti-caller-verified"], "true");
     assert_eq!(seen.headers.get_all("x-ziti-principal").iter().collect::<Vec<_>>(), ["Alice"]);
     assert_eq!(seen.headers["x-ziti-principal-roles"], "readers");
     assert!(seen.headers.get("x-forwarded-for").is_none(), "overlay peers have no IP address");

@@ -1,6 +1,15 @@
-//! `OverlayListener` adapters. Today: plain TCP, the transport used when the overlay
-//! is off (and, in tests, standing in for it).
+//! The gateway's transports, as `domain`'s ports: plain TCP (overlay off), and the
+//! overlay's side of a lease (identity file, binding, retirement) behind the
+//! [`OverlayBinder`] seam.
 
+mod binder;
+mod identity_file;
+mod installer;
 mod tcp;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use tcp::{TcpError, TcpOverlayListener};
+pub use binder::{BindError, OverlayBinder};
+pub use identity_file::{IdentityFileError, IdentityFileStore, StagedIdentity, check_identity_json};
+pub use installer::{ListenerUpdate, OverlayInstaller};
+pub use tcp::{TcpBindError, TcpServiceListener};

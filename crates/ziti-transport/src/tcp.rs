@@ -4,28 +4,27 @@ use std::io;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
-use domain::ports::{Accepted, OverlayListener};
-use domain::{Caller, Transport};
+use domain::ports::{Accepted, ServiceListener};
+use domain::{Caller, ListenError, Transport};
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 #[derive(Debug, Error)]
-pub enum TcpError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("accepting a TCP connection failed: {0}")]
-    Accept(#[source] io::Error),
+#[error("cannot listen on {addr}: {source}")]
+pub struct TcpBindError {
+    pub addr: SocketAddr,
+    pub source: io::Error,
 }
 
 /// A bound TCP port handing out connections with the peer address as the caller.
 #[derive(Debug)]
-pub struct TcpOverlayListener {
+pub struct TcpServiceListener {
     listener: TcpListener,
 }
 
-impl TcpOverlayListener {
-    pub async fn bind(addr: SocketAddr) -> Result<Self, TcpError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| TcpError::Bind { addr, source })?;
+impl TcpServiceListener {
+    pub async fn bind(addr: SocketAddr) -> Result<Self, TcpBindError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| TcpBindError { addr, source })?;
         Ok(Self { listener })
     }
 
@@ -40,16 +39,13 @@ impl TcpOverlayListener {
 }
 
 #[async_trait]
-impl OverlayListener for TcpOverlayListener {
-    type Connection = TcpStream;
-    type Error = TcpError;
-
-    async fn accept(&mut self) -> Result<Accepted<TcpStream>, TcpError> {
-        let (connection, peer) = self.listener.accept().await.map_err(TcpError::Accept)?;
+impl ServiceListener for TcpServiceListener {
+    async fn accept(&mut self) -> Result<Accepted, ListenError> {
+        let (connection, peer) = self.listener.accept().await.map_err(|err| ListenError::Accept(err.into()))?;
         // Small request/response exchanges should not wait for Nagle.
         connection.set_nodelay(true).ok();
         Ok(Accepted {
-            connection,
+            connection: Box::new(connection),
             caller: Caller { transport: Transport::Tcp, peer: peer.to_string(), identity: None },
         })
     }
@@ -59,10 +55,11 @@ impl OverlayListener for TcpOverlayListener {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn accepted_connection_carries_the_peer_address_and_bytes() -> Result<(), Box<dyn std::error::Error>> {
-        let mut listener = TcpOverlayListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let mut listener = TcpServiceListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let mut client = TcpStream::connect(addr).await?;
         let client_addr = client.local_addr()?;
@@ -80,9 +77,9 @@ mod tests {
 
     #[tokio::test]
     async fn binding_a_taken_port_names_the_address() -> Result<(), Box<dyn std::error::Error>> {
-        let first = TcpOverlayListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let first = TcpServiceListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = first.local_addr()?;
-        let err = TcpOverlayListener::bind(addr).await.err().ok_or("second bind succeeded")?;
+        let err = TcpServiceListener::bind(addr).await.err().ok_or("second bind succeeded")?;
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
         Ok(())
     }

@@ -44,7 +44,7 @@ async fn every_rpc_reports_a_server_that_is_down_as_retryable() {
     assert!(matches!(extend, ProviderError::Transient(_)), "{extend:?}");
     let release = client.release(&IdentityId::new("lease-1")).await.expect_err("down");
     assert!(matches!(release, ProviderError::Transient(_)), "{release:?}");
-    let caller = CallerIdentity { id: Some("id-1".to_owned()), name: None };
+    let caller = CallerIdentity { id: Some("id-1".to_owned()), name: None, verified: true };
     let resolve = client.resolve(&caller).await.expect_err("down");
     let ResolveError::Unavailable(message) = resolve else { panic!("not unavailable: {resolve:?}") };
     assert!(message.contains(&format!("http://127.0.0.1:{port}")), "{message}");

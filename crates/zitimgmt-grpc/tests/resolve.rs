@@ -11,7 +11,7 @@ use tonic::{Code, Status};
 use zitimgmt_grpc::proto::{ResolveIdentityRequest, ResolveIdentityResponse};
 
 fn caller(id: Option<&str>, name: Option<&str>) -> CallerIdentity {
-    CallerIdentity { id: id.map(str::to_owned), name: name.map(str::to_owned) }
+    CallerIdentity { id: id.map(str::to_owned), name: name.map(str::to_owned), verified: true }
 }
 
 fn answer(principal: &str, name: &str) -> ResolveIdentityResponse {

@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::identity::ServiceType;
-use crate::test_support::{ProviderMock, TTL, Timeline, installer, leased, ms, secs, transient};
+use crate::test_support::{Call, ProviderMock, TTL, Timeline, installer, leased, ms, secs, transient};
 
 const INTERVAL: Duration = Duration::from_secs(120);
 
@@ -75,10 +75,20 @@ impl Running {
     }
 }
 
+/// The keeper stopped on cancellation holding `lease`, and ended it: retired, then
+/// released, as its last two calls.
 #[track_caller]
-fn assert_cancelled(stopped: &Stopped, lease: Option<&str>) {
+fn assert_cancelled(timeline: &Timeline, stopped: &Stopped, lease: Option<&str>) {
     assert!(matches!(stopped.cause, StopCause::Cancelled), "{stopped:?}");
     assert_eq!(stopped.lease.as_ref().map(IdentityId::as_str), lease, "{stopped:?}");
+    if let Some(lease) = lease {
+        let calls: Vec<Call> = timeline.calls().into_iter().map(|(_, call)| call).collect();
+        assert_eq!(
+            calls[calls.len().saturating_sub(2)..],
+            [Call::Retire(lease.to_owned()), Call::Release(lease.to_owned())],
+            "the held lease was not ended last: {calls:?}"
+        );
+    }
 }
 
 fn at(times: &[Duration], id: &str) -> Vec<(Duration, String)> {
@@ -144,7 +154,7 @@ async fn renews_every_interval(#[case] interval: Duration, #[case] reported: Opt
 
     assert_eq!(timeline.extends(), at(&[interval, interval * 2, interval * 3], "lease-1"));
     assert_eq!(timeline.events(), vec![renewed("lease-1", reported); 3]);
-    assert_cancelled(&stopped, Some("lease-1"));
+    assert_cancelled(&timeline, &stopped, Some("lease-1"));
 }
 
 #[rstest]
@@ -164,7 +174,7 @@ async fn renews_at_half_of_what_is_left_when_the_server_demands_it(
     let stopped = keeper.stop_at(&timeline, expected[2] + secs(1)).await;
 
     assert_eq!(timeline.extends(), at(expected, "lease-1"));
-    assert_cancelled(&stopped, Some("lease-1"));
+    assert_cancelled(&timeline, &stopped, Some("lease-1"));
 }
 
 // --- failed renewals -------------------------------------------------------------
@@ -260,7 +270,7 @@ async fn recovers_after_three_failures_and_keeps_the_same_lease() {
         ]
     );
     assert!(timeline.requests().is_empty());
-    assert_cancelled(&stopped, Some("lease-1"));
+    assert_cancelled(&timeline, &stopped, Some("lease-1"));
 }
 
 // --- a lost lease -------------------------------------------------------------------
@@ -290,8 +300,19 @@ async fn a_gone_lease_is_replaced_by_a_new_identity() {
             renewed("lease-2", Some(TTL)),
         ]
     );
-    assert!(timeline.released().is_empty(), "a gone lease needs no release");
-    assert_cancelled(&stopped, Some("lease-2"));
+    assert_eq!(timeline.released(), ["lease-2"], "a gone lease needs no release, the held one does at the stop");
+    let retired: Vec<(Duration, String)> = timeline
+        .calls()
+        .into_iter()
+        .filter_map(|(at, call)| if let Call::Retire(id) = call { Some((at, id)) } else { None })
+        .collect();
+    assert_eq!(
+        retired,
+        [(secs(120), "lease-1".to_owned()), (secs(370), "lease-2".to_owned())],
+        "the lost lease is retired at once, before a successor is asked for"
+    );
+    assert_eq!(timeline.calls()[1], (secs(120), Call::Retire("lease-1".to_owned())));
+    assert_cancelled(&timeline, &stopped, Some("lease-2"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,7 +356,9 @@ async fn reenrollment_retries_transient_failures_and_releases_unusable_leases(
 
     assert_eq!(timeline.requests(), [secs(120), secs(121), secs(123), secs(127)]);
     assert_eq!(timeline.installed(), ["lease-2", "lease-3"]);
-    assert_eq!(timeline.released(), ["lease-2"]);
+    // The unusable one at once; the held one when the keeper stops.
+    assert_eq!(timeline.released(), ["lease-2", "lease-3"]);
+    assert_eq!(timeline.retired(), ["lease-1", "lease-3"], "an identity never installed needs no retiring");
     let retries: Vec<Duration> = timeline
         .events()
         .into_iter()
@@ -350,7 +373,7 @@ async fn reenrollment_retries_transient_failures_and_releases_unusable_leases(
     let mut expected = at(&[secs(120)], "lease-1");
     expected.extend(at(&[secs(247)], "lease-3"));
     assert_eq!(timeline.extends(), expected);
-    assert_cancelled(&stopped, Some("lease-3"));
+    assert_cancelled(&timeline, &stopped, Some("lease-3"));
 }
 
 // --- stopping -----------------------------------------------------------------------
@@ -368,6 +391,8 @@ async fn a_fatal_renewal_error_stops_the_keeper() {
     assert_eq!(stopped.lease, Some(IdentityId::new("lease-1")));
     assert_eq!(timeline.extend_times(), [secs(120), secs(240)]);
     assert!(timeline.requests().is_empty());
+    assert_eq!(timeline.retired(), ["lease-1"], "a refused lease's identity is taken out of use");
+    assert_eq!(timeline.released(), ["lease-1"], "and given back, best effort");
 }
 
 #[tokio::test(start_paused = true)]
@@ -384,6 +409,8 @@ async fn a_refused_reenrollment_stops_the_keeper_without_a_lease() {
     assert_eq!(timeline.now(), secs(121));
     assert!(matches!(&stopped.cause, StopCause::Refused(error) if *error == fatal()), "{stopped:?}");
     assert_eq!(stopped.lease, None);
+    assert_eq!(timeline.retired(), ["lease-1"], "the lost lease was retired when it was lost");
+    assert!(timeline.released().is_empty(), "a gone lease needs no release");
 }
 
 #[rstest]
@@ -400,7 +427,7 @@ async fn cancelling_stops_at_once_and_renews_no_more(#[case] cancel_at: Duration
     tokio::time::sleep(secs(600)).await;
 
     assert_eq!(timeline.extend_times(), expected);
-    assert_cancelled(&stopped, Some("lease-1"));
+    assert_cancelled(&timeline, &stopped, Some("lease-1"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -418,7 +445,7 @@ async fn cancelling_wins_over_a_renewal_due_at_the_same_instant() {
         let stopped = keeper.finish().await;
 
         assert_eq!(timeline.extend_times(), [], "round {round}");
-        assert_cancelled(&stopped, Some("lease-1"));
+        assert_cancelled(&timeline, &stopped, Some("lease-1"));
     }
 }
 
@@ -432,7 +459,7 @@ async fn cancelling_stops_a_renewal_that_hangs() {
 
     assert_eq!(timeline.extend_times(), [secs(120)]);
     assert!(timeline.events().is_empty(), "{:?}", timeline.events());
-    assert_cancelled(&stopped, Some("lease-1"));
+    assert_cancelled(&timeline, &stopped, Some("lease-1"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -446,5 +473,32 @@ async fn cancelling_stops_a_reenrollment_that_is_waiting_to_retry() {
 
     assert_eq!(timeline.requests(), [secs(120)]);
     assert!(timeline.installed().is_empty());
-    assert_cancelled(&stopped, None);
+    assert_eq!(timeline.retired(), ["lease-1"]);
+    assert!(timeline.released().is_empty());
+    assert_cancelled(&timeline, &stopped, None);
+}
+
+// --- ending the lease ---------------------------------------------------------------
+
+#[rstest]
+#[case::release_fails(Some(Err(ProviderError::Transient("down".to_owned()))))]
+#[case::release_hangs(None)]
+#[tokio::test(start_paused = true)]
+async fn a_release_that_fails_or_hangs_does_not_hold_up_the_stop(#[case] answer: Option<Result<(), ProviderError>>) {
+    let timeline = Timeline::start();
+    let provider = ProviderMock::new(&timeline).extend_with(|_, _| Ok(Some(TTL)));
+    let provider = match answer {
+        Some(answer) => provider.release(answer).build(),
+        None => provider.build_hanging_release(),
+    };
+    let keeper = start(&timeline, provider, &[], INTERVAL, lease(&timeline, "lease-1", Some(TTL)));
+    tokio::time::sleep(secs(10)).await;
+    keeper.cancel.cancel();
+
+    let stopped = keeper.finish().await;
+
+    assert!(timeline.now() <= secs(10) + LeasePolicy::new(INTERVAL).release_timeout, "{:?}", timeline.now());
+    assert_eq!(timeline.retired(), ["lease-1"], "the identity is retired whatever the server does");
+    assert_eq!(timeline.released(), ["lease-1"]);
+    assert!(matches!(stopped.cause, StopCause::Cancelled), "{stopped:?}");
 }

@@ -1,20 +1,22 @@
-//! The server: accepts from the current listener, serves HTTP on each connection,
-//! swaps listeners on re-bind, and drains on stop.
+//! The server: accepts from the current binding, serves HTTP on each connection,
+//! swaps bindings on re-bind, closes one that is retired, and drains on stop. It is
+//! ready to serve exactly while it holds a working binding.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::Caller;
-use domain::ports::IdentityResolver;
+use domain::ports::{Connection, IdentityResolver, ServiceListener};
+use domain::{Caller, ListenError};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use ziti_transport::ListenerUpdate;
 
-use super::listener::{Connection, ServiceListener};
 use crate::config::Config;
 use crate::http::{HttpService, RequestContext, serve_connection};
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 
 /// A pause after a failed accept, so a persistent error (e.g. out of file
 /// descriptors) does not spin.
@@ -52,15 +54,16 @@ pub(super) struct Server {
 }
 
 impl Server {
-    /// Serves every listener that arrives on `listeners`, one at a time: a new one
+    /// Serves every binding that arrives on `updates`, one at a time: a new one
     /// replaces (and closes) the previous; open connections carry on.
     pub(super) fn spawn(
-        listeners: mpsc::Receiver<Box<dyn ServiceListener>>,
+        updates: mpsc::Receiver<ListenerUpdate>,
         context: ServeContext,
+        readiness: Arc<Readiness>,
         stop: CancellationToken,
     ) -> Self {
         let graceful = Arc::new(GracefulShutdown::new());
-        let task = tokio::spawn(run(listeners, context, graceful, stop.clone()));
+        let task = tokio::spawn(run(updates, context, graceful, readiness, stop.clone()));
         Self { task, stop }
     }
 
@@ -80,9 +83,10 @@ impl Server {
 }
 
 async fn run(
-    mut listeners: mpsc::Receiver<Box<dyn ServiceListener>>,
+    mut updates: mpsc::Receiver<ListenerUpdate>,
     context: ServeContext,
     graceful: Arc<GracefulShutdown>,
+    readiness: Arc<Readiness>,
     stop: CancellationToken,
 ) -> Arc<GracefulShutdown> {
     let mut accepting: Option<JoinHandle<()>> = None;
@@ -92,38 +96,80 @@ async fn run(
             () = stop.cancelled() => break,
             // A closed channel only means no more re-binds (plain TCP hands over its one
             // listener and drops the sender): keep serving the current listener.
-            next = listeners.recv(), if rebinds_possible => match next {
-                Some(listener) => {
-                    if let Some(previous) = accepting.take() {
-                        previous.abort();
-                        previous.await.ok();
+            next = updates.recv(), if rebinds_possible => match next {
+                Some(update) => {
+                    close(accepting.take()).await;
+                    readiness.set_serving(false);
+                    if let ListenerUpdate::Bound(listener) = update {
+                        readiness.set_serving(true);
+                        accepting = Some(tokio::spawn(accept(listener, context.clone(), graceful.clone(), readiness.clone())));
                     }
-                    accepting = Some(tokio::spawn(accept(listener, context.clone(), graceful.clone())));
                 }
                 None => rebinds_possible = false,
             },
         }
     }
-    if let Some(previous) = accepting.take() {
-        previous.abort();
-        previous.await.ok();
-    }
+    readiness.set_serving(false);
+    close(accepting.take()).await;
     graceful
 }
 
-async fn accept(mut listener: Box<dyn ServiceListener>, context: ServeContext, graceful: Arc<GracefulShutdown>) {
+/// Stops accepting from a binding and drops it (which closes it).
+async fn close(accepting: Option<JoinHandle<()>>) {
+    if let Some(previous) = accepting {
+        previous.abort();
+        previous.await.ok();
+    }
+}
+
+async fn accept(
+    mut listener: Box<dyn ServiceListener>,
+    context: ServeContext,
+    graceful: Arc<GracefulShutdown>,
+    readiness: Arc<Readiness>,
+) {
+    // Dropped (and so stopped) with this task, when the binding is replaced or retired.
+    let _follow = listener.bound().map(|bound| AbortOnDrop(tokio::spawn(follow_binding(bound, readiness.clone()))));
     loop {
         match listener.accept().await {
-            Ok((connection, caller)) => {
+            Ok(accepted) => {
                 let watcher = graceful.watcher();
                 let context = context.clone();
-                tokio::spawn(async move { serve(connection, caller, context, watcher).await });
+                tokio::spawn(async move { serve(accepted.connection, accepted.caller, context, watcher).await });
+            }
+            Err(err @ ListenError::Closed(_)) => {
+                tracing::error!(%err, "the service binding is gone; not ready until the next one");
+                readiness.set_serving(false);
+                return;
             }
             Err(err) => {
                 tracing::warn!(%err, "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }
+    }
+}
+
+/// Ready while the transport says its binding works (e.g. not while the overlay binds
+/// again after a router restart).
+async fn follow_binding(mut bound: tokio::sync::watch::Receiver<bool>, readiness: Arc<Readiness>) {
+    loop {
+        let now = *bound.borrow_and_update();
+        readiness.set_serving(now);
+        if !now {
+            tracing::warn!("the service binding is lost; not ready until it is bound again");
+        }
+        if bound.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{RequestContext, ResponseBody, fixed_response, text_response};
 
-/// `{"transport":..,"caller":{"peer","id","name"},"principal":..,"method":..,"path":..}`.
+/// `{"transport":..,"caller":{"peer","id","name","verified"},"principal":..,"method":..,"path":..}`.
 #[derive(Debug, Serialize)]
 struct Description<'a> {
     transport: &'static str,
@@ -22,6 +22,8 @@ struct CallerView<'a> {
     peer: &'a str,
     id: Option<&'a str>,
     name: Option<&'a str>,
+    /// Whether the overlay vouched for `id`/`name`, rather than the caller claiming them.
+    verified: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +41,7 @@ pub(super) fn describe<B>(request: &Request<B>, context: &RequestContext) -> Res
             peer: &caller.peer,
             id: identity.and_then(|identity| identity.id.as_deref()),
             name: identity.and_then(|identity| identity.name.as_deref()),
+            verified: identity.is_some_and(|identity| identity.verified),
         },
         principal: context
             .principal
@@ -72,7 +75,7 @@ mod tests {
             caller: Caller {
                 transport: Transport::Overlay,
                 peer: "circuit-1".into(),
-                identity: Some(CallerIdentity { id: Some("id-1".into()), name: Some("alice".into()) }),
+                identity: Some(CallerIdentity { id: Some("id-1".into()), name: Some("alice".into()), verified: true }),
             },
             principal: Some(Principal { name: "Alice".into(), role_attributes: vec!["admins".into()] }),
         };
@@ -85,7 +88,7 @@ mod tests {
             json,
             serde_json::json!({
                 "transport": "overlay",
-                "caller": {"peer": "circuit-1", "id": "id-1", "name": "alice"},
+                "caller": {"peer": "circuit-1", "id": "id-1", "name": "alice", "verified": true},
                 "principal": {"name": "Alice", "role_attributes": ["admins"]},
                 "method": "POST",
                 "path": "/a/b",

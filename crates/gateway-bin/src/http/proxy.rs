@@ -6,7 +6,9 @@
 //!   removed both ways; upgrades (WebSocket) are therefore not proxied;
 //! - every client-sent `x-ziti-*` header is removed, then the gateway sets
 //!   `x-ziti-caller-transport` (`tcp`/`overlay`), `x-ziti-caller-id` and
-//!   `x-ziti-caller-name` (when the transport knows them), `x-ziti-principal` and
+//!   `x-ziti-caller-name` (when the transport knows them), `x-ziti-caller-verified`
+//!   (`true` when the overlay vouched for them, `false` when the dialer only claimed
+//!   them), `x-ziti-principal` and
 //!   `x-ziti-principal-roles` (comma-separated role attributes, when resolved);
 //! - the gateway is the edge, so client-sent `forwarded` / `x-forwarded-*` are
 //!   replaced, not appended to: `x-forwarded-for` is the TCP peer's IP (absent on the
@@ -35,6 +37,7 @@ use super::{RequestContext, ResponseBody, text_response};
 const CALLER_TRANSPORT: HeaderName = HeaderName::from_static("x-ziti-caller-transport");
 const CALLER_ID: HeaderName = HeaderName::from_static("x-ziti-caller-id");
 const CALLER_NAME: HeaderName = HeaderName::from_static("x-ziti-caller-name");
+const CALLER_VERIFIED: HeaderName = HeaderName::from_static("x-ziti-caller-verified");
 const PRINCIPAL: HeaderName = HeaderName::from_static("x-ziti-principal");
 const PRINCIPAL_ROLES: HeaderName = HeaderName::from_static("x-ziti-principal-roles");
 const ZITI_PREFIX: &str = "x-ziti-";
@@ -165,6 +168,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, context: &RequestContext, cl
     if let Some(identity) = &caller.identity {
         set_identity_header(headers, CALLER_ID, identity.id.as_deref());
         set_identity_header(headers, CALLER_NAME, identity.name.as_deref());
+        headers.insert(CALLER_VERIFIED, HeaderValue::from_static(if identity.verified { "true" } else { "false" }));
     }
     if let Some(principal) = &context.principal {
         set_identity_header(headers, PRINCIPAL, Some(&principal.name));
@@ -226,8 +230,11 @@ mod tests {
             caller: Caller {
                 transport,
                 peer: peer.into(),
-                identity: (transport == Transport::Overlay)
-                    .then(|| CallerIdentity { id: Some("id-1".into()), name: Some("alice".into()) }),
+                identity: (transport == Transport::Overlay).then(|| CallerIdentity {
+                    id: Some("id-1".into()),
+                    name: Some("alice".into()),
+                    verified: false,
+                }),
             },
             principal: (transport == Transport::Overlay)
                 .then(|| Principal { name: "Alice".into(), role_attributes: vec!["a".into(), "b".into()] }),
@@ -269,6 +276,7 @@ mod tests {
 
         assert_eq!(headers.get("x-ziti-caller-transport").unwrap(), "overlay");
         assert_eq!(headers.get_all("x-ziti-caller-id").iter().collect::<Vec<_>>(), ["id-1"]);
+        assert_eq!(headers.get_all("x-ziti-caller-verified").iter().collect::<Vec<_>>(), ["false"]);
         assert_eq!(headers.get("x-ziti-caller-name").unwrap(), "alice");
         assert_eq!(headers.get("x-ziti-principal").unwrap(), "Alice");
         assert_eq!(headers.get("x-ziti-principal-roles").unwrap(), "a,b");

@@ -1,21 +1,15 @@
 //! Shared by the gateway's integration tests: a configuration for tests, the TCP
-//! stand-in for the overlay, and a tiny HTTP client.
+//! stand-in for the overlay (from `ziti-transport`'s `testing` feature), and a tiny
+//! HTTP client.
 
 #![allow(dead_code)] // each test file uses its own part
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use domain::CallerIdentity;
-use domain::ports::{Accepted, OverlayListener};
-use gateway_bin::app::{OverlayBinder, ServiceListener, boxed};
 use gateway_bin::config::{Config, LogFormat, OverlayConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ziti_transport::TcpOverlayListener;
 
 pub fn overlay_config(target: &str, renewal: Duration, identity_dir: &Path) -> Config {
     Config {
@@ -36,79 +30,6 @@ pub fn overlay_config(target: &str, renewal: Duration, identity_dir: &Path) -> C
             identity_dir: Some(identity_dir.to_path_buf()),
         }),
         ignored_identity_file: false,
-    }
-}
-
-/// What the stand-in saw when asked to bind: what a real overlay SDK would load.
-#[derive(Debug, Clone)]
-pub struct Binding {
-    pub identity_file: PathBuf,
-    pub identity_bytes: Vec<u8>,
-    pub file_mode: u32,
-    pub dir_mode: u32,
-    pub service: String,
-    pub addr: SocketAddr,
-}
-
-/// Stands in for the overlay: "loads" the identity file (reads it, as an SDK would)
-/// and binds a loopback TCP port whose callers are reported as the given identity.
-#[derive(Debug, Clone, Default)]
-pub struct TcpStandIn {
-    pub bindings: Arc<Mutex<Vec<Binding>>>,
-    pub caller: Option<CallerIdentity>,
-}
-
-impl TcpStandIn {
-    pub fn bindings(&self) -> Vec<Binding> {
-        self.bindings.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    pub fn last(&self) -> Binding {
-        self.bindings().last().cloned().expect("the overlay was never bound")
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0)
-}
-
-#[async_trait]
-impl OverlayBinder for TcpStandIn {
-    async fn bind(&self, identity_file: &Path, service: &str) -> Result<Box<dyn ServiceListener>, String> {
-        let identity_bytes = std::fs::read(identity_file).map_err(|err| err.to_string())?;
-        let listener =
-            TcpOverlayListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|err| err.to_string())?;
-        let addr = listener.local_addr().map_err(|err| err.to_string())?;
-        self.bindings.lock().unwrap_or_else(PoisonError::into_inner).push(Binding {
-            identity_file: identity_file.to_path_buf(),
-            identity_bytes,
-            file_mode: mode(identity_file),
-            dir_mode: identity_file.parent().map(mode).unwrap_or(0),
-            service: service.to_owned(),
-            addr,
-        });
-        Ok(boxed(AsCaller { inner: listener, caller: self.caller.clone() }))
-    }
-}
-
-/// Reports every TCP connection as coming from `caller`, as the overlay would.
-struct AsCaller {
-    inner: TcpOverlayListener,
-    caller: Option<CallerIdentity>,
-}
-
-#[async_trait]
-impl OverlayListener for AsCaller {
-    type Connection = tokio::net::TcpStream;
-    type Error = ziti_transport::TcpError;
-
-    async fn accept(&mut self) -> Result<Accepted<Self::Connection>, Self::Error> {
-        let mut accepted = self.inner.accept().await?;
-        if self.caller.is_some() {
-            accepted.caller.transport = domain::Transport::Overlay;
-            accepted.caller.identity = self.caller.clone();
-        }
-        Ok(accepted)
     }
 }
 

@@ -1,9 +1,10 @@
 //! The identity on disk: a private temp directory (0700) holding at most one
 //! `ziti-identity-*.json` (0600), because the overlay SDK loads identities from a file.
 //!
-//! The file is written only after the JSON has been checked, replaced (old one erased)
-//! on re-enrollment, and removed with its directory when the store is dropped: on a
-//! normal shutdown, an error return and a panic alike.
+//! The file is written only after the JSON has been checked, erased as soon as its
+//! lease is retired, replaced (old one erased) on re-enrollment, and removed with its
+//! directory when the store is dropped: on a normal shutdown, an error return and a
+//! panic alike.
 
 use std::fs::Permissions;
 use std::io::{self, Write};
@@ -11,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use domain::IdentityJson;
+use domain::{IdentityId, IdentityJson};
 use tempfile::{NamedTempFile, TempDir};
 use thiserror::Error;
 
@@ -29,7 +30,7 @@ pub enum IdentityFileError {
 #[derive(Debug)]
 pub struct IdentityFileStore {
     // Field order matters: the file is dropped (removed) before its directory.
-    current: Mutex<Option<NamedTempFile>>,
+    current: Mutex<Option<(IdentityId, NamedTempFile)>>,
     dir: TempDir,
 }
 
@@ -54,7 +55,7 @@ impl IdentityFileStore {
 
     /// The path of the identity file in use, if any.
     pub fn current_path(&self) -> Option<PathBuf> {
-        self.lock().as_ref().map(|file| file.path().to_path_buf())
+        self.lock().as_ref().map(|(_, file)| file.path().to_path_buf())
     }
 
     /// Checks `identity`, writes it to a new 0600 file and returns its path. The
@@ -72,25 +73,36 @@ impl IdentityFileStore {
         Ok(StagedIdentity { file })
     }
 
-    /// Makes a staged file the current one and erases the one it replaces.
-    pub fn commit(&self, staged: StagedIdentity) {
-        let previous = self.lock().replace(staged.file);
+    /// Makes a staged file the current one, the identity of lease `id`, and erases the
+    /// one it replaces.
+    pub fn commit(&self, staged: StagedIdentity, id: IdentityId) {
+        let previous = self.lock().replace((id, staged.file));
         drop(previous);
     }
 
-    /// Removes the current file (e.g. when its lease is gone).
+    /// Erases the current file if it is lease `id`'s; returns whether it was.
+    pub fn retire(&self, id: &IdentityId) -> bool {
+        let mut current = self.lock();
+        if current.as_ref().is_some_and(|(held, _)| held == id) {
+            drop(current.take());
+            return true;
+        }
+        false
+    }
+
+    /// Erases the current file, whoever's it is.
     pub fn clear(&self) {
         let previous = self.lock().take();
         drop(previous);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<NamedTempFile>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(IdentityId, NamedTempFile)>> {
         self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Removes everything now, reporting failures (dropping does the same silently).
     pub fn remove(self) -> io::Result<()> {
-        if let Some(file) = self.lock().take() {
+        if let Some((_, file)) = self.lock().take() {
             file.close()?;
         }
         self.dir.close()
@@ -151,6 +163,25 @@ mod tests {
     const VALID: &str =
         r#"{"ztAPI":"https://ctrl:1280/edge/client/v1","id":{"cert":"pem:C","key":"pem:SECRETKEY","ca":"pem:A"}}"#;
 
+    fn lease(id: &str) -> IdentityId {
+        IdentityId::new(id)
+    }
+
+    #[test]
+    fn retiring_erases_only_the_named_lease_file() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let store = IdentityFileStore::new_in(parent.path()).expect("store");
+        let staged = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
+        let path = staged.path().to_path_buf();
+        store.commit(staged, lease("lease-2"));
+        assert!(!store.retire(&lease("lease-1")), "an older lease is not the one in use");
+        assert!(exists(&path));
+        assert!(store.retire(&lease("lease-2")));
+        assert!(!exists(&path));
+        assert_eq!(store.current_path(), None);
+        assert!(exists(store.dir()), "the directory stays for the next identity");
+    }
+
     fn exists(path: &Path) -> bool {
         fs::symlink_metadata(path).is_ok()
     }
@@ -165,7 +196,7 @@ mod tests {
         let store = IdentityFileStore::new_in(parent.path()).expect("store");
         let staged = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
         let path = staged.path().to_path_buf();
-        store.commit(staged);
+        store.commit(staged, lease("lease-1"));
         assert_eq!(mode(store.dir()), 0o700);
         assert_eq!(mode(&path), 0o600);
         assert_eq!(fs::read(&path).expect("read"), VALID.as_bytes());
@@ -180,11 +211,11 @@ mod tests {
         let store = IdentityFileStore::new_in(parent.path()).expect("store");
         let first = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
         let first_path = first.path().to_path_buf();
-        store.commit(first);
+        store.commit(first, lease("lease-1"));
         let second = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
         let second_path = second.path().to_path_buf();
         assert!(exists(&first_path), "old file stays until the new one is committed");
-        store.commit(second);
+        store.commit(second, lease("lease-2"));
         assert!(!exists(&first_path));
         assert!(exists(&second_path));
     }
@@ -195,7 +226,7 @@ mod tests {
         let store = IdentityFileStore::new_in(parent.path()).expect("store");
         let staged = store.stage(&IdentityJson::new(VALID.as_bytes().to_vec())).expect("stage");
         let path = staged.path().to_path_buf();
-        store.commit(staged);
+        store.commit(staged, lease("lease-1"));
         let dir = store.dir().to_path_buf();
         drop(store);
         assert!(!exists(&path) && !exists(&dir));
