@@ -9,12 +9,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Where the network's description is written, relative to the workspace root.
 pub const ENV_FILE: &str = "target/ziti-net/env";
 
 /// The variables of the env file, each read once here.
-const VARIABLES: [&str; 13] = [
+const VARIABLES: [&str; 14] = [
     "ZITI_BIN",
     "ZITI_CTRL_URL",
     "ZITI_CTRL_CA",
@@ -26,6 +27,7 @@ const VARIABLES: [&str; 13] = [
     "ZITI_ROUTER_NAME",
     "ZITI_MANAGEMENT_GRPC_TARGET",
     "ZITI_MANAGEMENT_ADMIN_ADDR",
+    "ZITI_MANAGEMENT_BIN",
     "ZITI_NET_HOME",
     "ZITI_ROUTER_CONFIG",
 ];
@@ -54,6 +56,8 @@ pub struct ZitiNetwork {
     pub management_grpc_target: String,
     /// Its `/healthz`, `/readyz`, `/metrics` listener, `127.0.0.1:PORT`.
     pub management_admin_addr: String,
+    /// The `ziti-management` executable, for tests that need one configured otherwise.
+    pub management_bin: PathBuf,
     /// The network's home directory under `target/ziti-net/`.
     pub home: PathBuf,
 }
@@ -101,6 +105,7 @@ impl ZitiNetwork {
             router_config: take("ZITI_ROUTER_CONFIG").into(),
             management_grpc_target: take("ZITI_MANAGEMENT_GRPC_TARGET"),
             management_admin_addr: take("ZITI_MANAGEMENT_ADMIN_ADDR"),
+            management_bin: take("ZITI_MANAGEMENT_BIN").into(),
             home: take("ZITI_NET_HOME").into(),
         })
     }
@@ -127,6 +132,73 @@ fn parse_env(text: &str) -> HashMap<String, String> {
             (key.to_owned(), value.replace("'\\''", "'"))
         })
         .collect()
+}
+
+impl ZitiNetwork {
+    /// Stops the edge router and starts it again (as `ziti-up` ran it), then waits
+    /// until the controller sees it online.
+    ///
+    /// # Panics
+    /// When the router cannot be found, started, or does not come back within `within`.
+    pub fn restart_router(&self, within: Duration) {
+        let config = self.router_config.to_string_lossy().into_owned();
+        let pids: Vec<u32> = std::fs::read_dir("/proc")
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|pid| {
+                        std::fs::read(format!("/proc/{pid}/cmdline"))
+                            .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+                            .is_ok_and(|cmdline| cmdline.contains("router run") && cmdline.contains(&config))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(!pids.is_empty(), "no running router with {config}");
+        for pid in &pids {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let deadline = Instant::now() + within;
+        while pids.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid)) {
+            assert!(Instant::now() < deadline, "the router did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::File::options().append(true).create(true).open(self.home.join("router.log"));
+        let mut command = self.ziti();
+        command.current_dir(&self.home).args(["router", "run", &config]).stdin(std::process::Stdio::null());
+        if let Ok(log) = log {
+            if let Ok(copy) = log.try_clone() {
+                command.stdout(copy).stderr(log);
+            }
+        }
+        // Detached: it outlives the test, and `ziti-down` stops it (it runs in the home);
+        // whoever inherits it reaps it.
+        #[allow(clippy::zombie_processes)]
+        command.spawn().unwrap_or_else(|err| panic!("restarting the router: {err}"));
+        while !self.router_online() {
+            assert!(Instant::now() < deadline, "the router did not come back online within {within:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Whether the controller sees the edge router online.
+    pub fn router_online(&self) -> bool {
+        let Ok(out) = self
+            .ziti()
+            .args(["edge", "list", "edge-routers", &format!("name=\"{}\"", self.router_name), "-j"])
+            .output()
+        else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).replace(char::is_whitespace, "");
+        out.status.success() && text.contains("\"isOnline\":true")
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn start(root: &Path, layout: &Layout) -> Result<()> {
         Ok(crate::smoke::get(&admin, "/readyz").is_ok_and(|response| response.starts_with("HTTP/1.1 200")))
     })?;
 
-    write_env(layout, &ziti, &ports, &password)
+    write_env(layout, &ziti, &management, &ports, &password)
 }
 
 /// Polls `ready` every 250 ms, showing progress, until it says yes or `START_TIMEOUT`
@@ -193,7 +193,7 @@ fn record_pid(layout: &Layout, name: &str, pid: u32) -> Result<()> {
     fs::write(layout.pids(), pids).context("writing the pid file")
 }
 
-fn write_env(layout: &Layout, ziti: &Path, ports: &Ports, password: &str) -> Result<()> {
+fn write_env(layout: &Layout, ziti: &Path, management: &Path, ports: &Ports, password: &str) -> Result<()> {
     let quote = |value: &str| format!("'{}'", value.replace('\'', "'\\''"));
     let path = |p: &Path| quote(&p.to_string_lossy());
     let lines = [
@@ -209,6 +209,7 @@ fn write_env(layout: &Layout, ziti: &Path, ports: &Ports, password: &str) -> Res
         ("ZITI_ROUTER_CONFIG", path(&layout.router_config())),
         ("ZITI_MANAGEMENT_GRPC_TARGET", quote(&format!("http://127.0.0.1:{}", ports.management_grpc))),
         ("ZITI_MANAGEMENT_ADMIN_ADDR", quote(&format!("127.0.0.1:{}", ports.management_admin))),
+        ("ZITI_MANAGEMENT_BIN", path(management)),
         ("ZITI_NET_HOME", path(&layout.home)),
     ];
     let mut text = format!("# The OpenZiti network of `cargo xtask ziti-up` (client identity: {CLIENT_NAME}).\n");

@@ -27,7 +27,8 @@ pub enum EnrollError {
     TimedOut { attempts: u32, waited: Duration, last: ProviderError },
     #[error(transparent)]
     Refused(ProviderError),
-    #[error("identity {id} was leased but could not be used (lease released): {source}")]
+    // The cause is the source, shown by whoever prints the chain (not repeated here).
+    #[error("identity {id} was leased but could not be used (lease released)")]
     Install { id: IdentityId, source: InstallError },
     #[error("enrollment cancelled")]
     Cancelled,

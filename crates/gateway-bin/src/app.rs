@@ -40,7 +40,7 @@ pub enum AppError {
     Listen(#[from] TcpBindError),
     #[error(transparent)]
     IdentityFile(#[from] IdentityFileError),
-    #[error("enrollment with ziti-management failed: {0}")]
+    #[error("enrollment with ziti-management failed")]
     Enrollment(#[from] EnrollError),
     #[error("ziti-management refused to keep the lease, stopping: {0}")]
     LeaseRefused(domain::ProviderError),

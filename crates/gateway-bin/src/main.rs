@@ -49,7 +49,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let deps = Dependencies {
         provider: management.clone().map(|client| client as _),
         resolver: management.map(|client| client as _),
-        overlay: std::sync::Arc::new(OverlayUnavailable),
+        overlay: std::sync::Arc::new(ziti_transport::ZitiBinder),
     };
     let gateway = tokio::select! {
         started = app::start(config, deps) => started.context("the gateway could not start")?,
@@ -90,26 +90,5 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// The binder of a build without an overlay transport: it refuses with a clear reason,
-/// so `ZITI_ENABLED=true` enrolls, then stops cleanly instead of pretending to serve.
-#[derive(Debug)]
-struct OverlayUnavailable;
-
-#[async_trait::async_trait]
-impl ziti_transport::OverlayBinder for OverlayUnavailable {
-    async fn bind(
-        &self,
-        _identity_file: &std::path::Path,
-        service: &str,
-    ) -> Result<Box<dyn domain::ports::ServiceListener>, ziti_transport::BindError> {
-        Err(ziti_transport::BindError {
-            service: service.to_owned(),
-            source:
-                "this build has no OpenZiti overlay transport yet; run with ZITI_ENABLED=false to serve on plain TCP"
-                    .into(),
-        })
     }
 }

@@ -58,7 +58,7 @@ fn sigterm_on_plain_tcp_exits_0_promptly() {
 }
 
 #[tokio::test]
-async fn overlay_on_without_a_transport_enrolls_then_stops_cleanly_releasing_everything() {
+async fn overlay_on_with_an_identity_the_overlay_cannot_load_stops_cleanly_releasing_everything() {
     let server = FakeManagement::start(Behaviour::default()).await.expect("server");
     let identity_dir = tempfile::tempdir().expect("tempdir");
     let dir = identity_dir.path().to_string_lossy().into_owned();
@@ -79,7 +79,9 @@ async fn overlay_on_without_a_transport_enrolls_then_stops_cleanly_releasing_eve
 
     let stderr = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("no OpenZiti overlay transport"), "stderr: {stderr}");
+    // The fake server's identity has no real certificate: the overlay refuses it.
+    assert!(stderr.contains("could not use the identity") && stderr.contains("id.cert"), "stderr: {stderr}");
+    assert_eq!(stderr.matches("could not use the identity").count(), 2, "each cause once (log + exit line): {stderr}");
     assert_eq!(server.issued(), ["lease-1"], "it must have enrolled");
     assert_eq!(server.releases(), ["lease-1"], "the unusable lease must be released");
     assert!(entries(identity_dir.path()).is_empty(), "left behind: {:?}", entries(identity_dir.path()));

@@ -153,7 +153,7 @@ async fn a_malformed_identity_stops_the_start_clearly_and_leaves_nothing(#[case]
     let config = overlay_config(&server.target(), Duration::from_secs(60), identity_dir.path());
 
     let err = app::start(config, deps(&server.target(), &overlay)).await.expect_err("must not start");
-    let message = err.to_string();
+    let message = chain(&err);
     assert!(message.contains(why), "{message}");
     assert!(!message.contains("secret"), "the error echoes identity content: {message}");
     assert!(overlay.bindings().is_empty(), "the overlay must never see a malformed identity");
@@ -179,10 +179,21 @@ async fn a_management_server_that_is_down_stops_the_start_clearly_and_leaves_not
 
     let started = Instant::now();
     let err = app::start(config, deps(&target, &overlay)).await.expect_err("must not start");
-    let message = err.to_string();
+    let message = chain(&err);
     assert!(started.elapsed() < Duration::from_secs(4), "gave up after {:?}", started.elapsed());
     assert!(message.contains(target.trim_start_matches("http://")), "the target is not named: {message}");
     assert!(message.contains("attempts"), "{message}");
     assert!(overlay.bindings().is_empty());
     assert!(entries(identity_dir.path()).is_empty());
+}
+
+/// The error and its causes, as the binary prints them (`{:#}`).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }

@@ -55,10 +55,10 @@ impl OverlayInstaller {
 #[async_trait]
 impl IdentityInstaller for OverlayInstaller {
     async fn install(&self, identity: LeasedIdentity) -> Result<(), InstallError> {
-        let staged = self.store.stage(&identity.identity_json).map_err(|err| InstallError(err.to_string()))?;
+        let staged = self.store.stage(&identity.identity_json).map_err(|err| InstallError(describe(&err)))?;
         // A staged file that fails to bind is dropped, and with it erased.
         let listener =
-            self.binder.bind(staged.path(), &self.service).await.map_err(|err| InstallError(err.to_string()))?;
+            self.binder.bind(staged.path(), &self.service).await.map_err(|err| InstallError(describe(&err)))?;
         self.store.commit(staged, identity.id);
         self.updates
             .send(ListenerUpdate::Bound(listener))
@@ -72,5 +72,40 @@ impl IdentityInstaller for OverlayInstaller {
             // A server already gone has nothing left to close.
             let _ = self.updates.send(ListenerUpdate::Retired).await;
         }
+    }
+}
+
+/// An error and its causes on one line, each said once: the root cause (say, a TLS
+/// certificate the controller's chain does not verify against) is what an operator
+/// needs, and it often sits several sources deep.
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("TLS setup failed: {0}")]
+    struct Outer(#[from] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn describes_every_cause_once() {
+        let err = Outer(Inner(std::io::Error::other("invalid peer certificate: UnknownIssuer")));
+        assert_eq!(describe(&err), "TLS setup failed: error sending request: invalid peer certificate: UnknownIssuer");
     }
 }

@@ -1,6 +1,6 @@
 //! The gateway's transports, as `domain`'s ports: plain TCP (overlay off), and the
 //! overlay's side of a lease (identity file, binding, retirement) behind the
-//! [`OverlayBinder`] seam.
+//! [`OverlayBinder`] seam, bound on OpenZiti by [`ZitiBinder`] (`ziti-sdk-rs`).
 
 mod binder;
 mod identity_file;
@@ -8,8 +8,10 @@ mod installer;
 mod tcp;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ziti;
 
 pub use binder::{BindError, OverlayBinder};
 pub use identity_file::{IdentityFileError, IdentityFileStore, StagedIdentity, check_identity_json};
 pub use installer::{ListenerUpdate, OverlayInstaller};
 pub use tcp::{TcpBindError, TcpServiceListener};
+pub use ziti::ZitiBinder;

@@ -1,0 +1,456 @@
+//! The gateway binary on the real overlay: enrolled through the network's
+//! ziti-management, bound on the `gateway` service with the pure-Rust SDK, and reached
+//! by a client no one here wrote (the Go SDK's `ziti tunnel proxy`, then plain HTTP).
+//!
+//! The tests run one at a time: each binds the one `gateway` service, and two hosts
+//! would share the dials.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a failed step should panic
+#![allow(clippy::await_holding_lock)] // the turn-taking guard is held on purpose
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use support::entries;
+use workspace_tests::network::ZitiNetwork;
+use workspace_tests::{Behaviour, FakeManagement};
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `gateway` with the overlay on; its stderr is collected.
+struct Gateway {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    admin: String,
+    identity_dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(network: &ZitiNetwork, extra: &[(&str, &str)]) -> Self {
+        let identity_dir = tempfile::tempdir().unwrap();
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(GATEWAY)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs([
+                ("ZITI_ENABLED", "true"),
+                ("ZITI_MANAGEMENT_GRPC_TARGET", network.management_grpc_target.as_str()),
+                ("ZITI_SERVICE_NAME", network.service_name.as_str()),
+                ("GATEWAY_IDENTITY_DIR", &identity_dir.path().to_string_lossy()),
+                ("GATEWAY_ADMIN_ADDR", &admin),
+                ("RUST_LOG", "info"),
+            ])
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+            }
+        });
+        Self { child, log, admin, identity_dir }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner).join("\n")
+    }
+
+    /// The leases it enrolled, in order (from its log: ids only, never secrets).
+    fn leases(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|line| line.contains("readiness: identity enrolled"))
+            .filter_map(|line| line.split("lease=").nth(1)?.split_whitespace().next().map(str::to_owned))
+            .collect()
+    }
+
+    fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the gateway exited with {status}:\n{}", self.log());
+            }
+            if support::blocking_get(&self.admin, "/readyz").is_ok_and(|(status, _)| status == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready within {within:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let asked = Instant::now();
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, asked.elapsed());
+            }
+            assert!(asked.elapsed() < Duration::from_secs(15), "no exit after SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ziti tunnel proxy gateway:PORT`: the Go SDK dialing the service for plain TCP clients.
+struct TunnelProxy {
+    child: Child,
+    addr: String,
+}
+
+impl TunnelProxy {
+    fn start(network: &ZitiNetwork) -> Self {
+        let port = free_port();
+        let child = network
+            .ziti()
+            .current_dir(&network.home) // `ziti-down` sweeps what runs there
+            .args(["tunnel", "proxy", &format!("{}:{port}", network.service_name), "-i"])
+            .arg(&network.client_identity)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, addr: format!("127.0.0.1:{port}") }
+    }
+
+    /// GETs `path` through the overlay until it answers 200, or panics after `within`.
+    fn get_ok(&self, path: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            match support::blocking_get(&self.addr, path) {
+                Ok((200, body)) => return body,
+                other if Instant::now() >= deadline => {
+                    panic!("no 200 through the overlay within {within:?}: {other:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+}
+
+impl Drop for TunnelProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn identity_exists(network: &ZitiNetwork, id: &str) -> bool {
+    let out = network.ziti().args(["edge", "list", "identities", &format!("id=\"{id}\""), "-j"]).output().unwrap();
+    assert!(out.status.success(), "ziti edge list identities: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["data"].as_array().is_some_and(|found| !found.is_empty())
+}
+
+#[test]
+fn serves_http_over_the_overlay_to_a_go_client_and_cleans_up_on_sigterm() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    // At debug, so that the no-key-in-the-log check below means something.
+    let mut gateway = Gateway::start(&network, &[("RUST_LOG", "debug")]);
+    gateway.wait_ready(Duration::from_secs(60));
+    let proxy = TunnelProxy::start(&network);
+
+    let body = proxy.get_ok("/hello", Duration::from_secs(30));
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["transport"], "overlay", "{json}");
+    assert_eq!(json["path"], "/hello");
+    // A v1.6 router passes only the dialer's own claim (the Go SDK sends its identity
+    // name); the gateway says so, and resolves it through ziti-management.
+    assert_eq!(json["caller"]["name"], "gateway-client", "{json}");
+    assert_eq!(json["caller"]["verified"], false, "{json}");
+    assert_eq!(json["principal"]["name"], "gateway-client", "{json}");
+    assert_eq!(json["principal"]["role_attributes"], serde_json::json!(["gateway-clients"]), "{json}");
+
+    let leases = gateway.leases();
+    assert_eq!(leases.len(), 1, "{}", gateway.log());
+    assert!(identity_exists(&network, &leases[0]));
+    let file = entries(gateway.identity_dir.path());
+    assert_eq!(file.len(), 1, "one private identity directory");
+
+    let (status, took) = gateway.terminate();
+    assert!(status.success(), "exit {status}:\n{}", gateway.log());
+    assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+    assert!(entries(gateway.identity_dir.path()).is_empty(), "identity files left behind");
+    assert!(!identity_exists(&network, &leases[0]), "the lease was not released on the controller");
+    assert!(!gateway.log().contains("-----BEGIN"), "key material in the log");
+    assert!(!gateway.log().contains("\"id\":{"), "identity JSON in the log");
+}
+
+#[test]
+fn a_lost_lease_is_replaced_and_the_gateway_serves_again_without_a_restart() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let mut gateway = Gateway::start(&network, &[("ZITI_LEASE_RENEWAL_INTERVAL", "2s")]);
+    gateway.wait_ready(Duration::from_secs(60));
+    let proxy = TunnelProxy::start(&network);
+    proxy.get_ok("/before", Duration::from_secs(30));
+    let first = gateway.leases()[0].clone();
+    let first_file = entries(gateway.identity_dir.path()).into_iter().flat_map(|dir| entries(&dir)).collect::<Vec<_>>();
+    assert_eq!(first_file.len(), 1);
+
+    // Behind the gateway's back, as an operator revoking it would.
+    let out = network.ziti().args(["edge", "delete", "identity", &format!("id:{first}")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let lost_at = Instant::now();
+    let deadline = lost_at + Duration::from_secs(60);
+    while gateway.leases().len() < 2 {
+        assert!(Instant::now() < deadline, "no new lease:\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!first_file[0].exists(), "the lost identity's file must be gone");
+    proxy.get_ok("/after", Duration::from_secs(30));
+    eprintln!("lease lost -> serving again in {:.1} s", lost_at.elapsed().as_secs_f64());
+    assert!(gateway.child.try_wait().unwrap().is_none(), "the gateway restarted");
+    let (status, _) = gateway.terminate();
+    assert!(status.success(), "{}", gateway.log());
+}
+
+#[test]
+fn after_a_router_restart_the_gateway_serves_again_by_itself() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let mut gateway = Gateway::start(&network, &[]);
+    gateway.wait_ready(Duration::from_secs(60));
+    let proxy = TunnelProxy::start(&network);
+    proxy.get_ok("/before", Duration::from_secs(30));
+
+    let stopped = Instant::now();
+    network.restart_router(Duration::from_secs(60));
+    let back_online = stopped.elapsed();
+    proxy.get_ok("/after", Duration::from_secs(90));
+    eprintln!(
+        "router stopped -> online again in {:.1} s -> gateway serving through it in {:.1} s",
+        back_online.as_secs_f64(),
+        stopped.elapsed().as_secs_f64()
+    );
+    gateway.wait_ready(Duration::from_secs(30));
+    assert!(gateway.child.try_wait().unwrap().is_none(), "the gateway process restarted");
+    let (status, _) = gateway.terminate();
+    assert!(status.success(), "{}", gateway.log());
+}
+
+// --- identities the overlay cannot use --------------------------------------------
+
+/// Runs the gateway until it exits by itself; returns its exit status and log.
+fn run_to_exit(mut gateway: Gateway, within: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = gateway.child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(100)); // the last log lines
+            assert!(entries(gateway.identity_dir.path()).is_empty(), "identity files left behind");
+            return (status, gateway.log());
+        }
+        assert!(Instant::now() < deadline, "still running after {within:?}:\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The network's client identity with one field replaced: well-formed JSON that the
+/// SDK must refuse (or that the controller must refuse) with a clear reason.
+fn client_identity_with(network: &ZitiNetwork, field: &str, value: &str) -> Vec<u8> {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&network.client_identity).unwrap()).unwrap();
+    json["id"][field] = serde_json::Value::String(value.to_owned());
+    serde_json::to_vec(&json).unwrap()
+}
+
+/// A CA that signed nothing on this network.
+fn unrelated_ca() -> String {
+    let ca = rcgen::generate_simple_self_signed(vec!["unrelated-ca".to_owned()]).unwrap();
+    format!("pem:{}", ca.cert.pem())
+}
+
+#[rstest::rstest]
+#[case::broken_certificate(
+    "cert",
+    "pem:-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    "id.cert"
+)]
+#[case::wrong_ca("ca", "", "UnknownIssuer")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_the_overlay_cannot_use_stops_the_start_clearly(
+    #[case] field: &str,
+    #[case] value: &str,
+    #[case] named: &str,
+) {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let wrong_ca = unrelated_ca();
+    let value = if value.is_empty() { wrong_ca.as_str() } else { value };
+    let identity = client_identity_with(&network, field, value);
+    let management =
+        FakeManagement::start(Behaviour { identity_json: Some(identity), ..Behaviour::default() }).await.unwrap();
+    let target = management.target();
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let network = ZitiNetwork::from_env();
+        let gateway = Gateway::start(&network, &[("ZITI_MANAGEMENT_GRPC_TARGET", target.as_str())]);
+        run_to_exit(gateway, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(last.contains(named), "the error does not name the cause ({named}): {last}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("-----BEGIN"), "key material in the log:\n{log}");
+    assert_eq!(management.issued().len(), 1, "an unusable identity is not retried at start-up");
+    assert_eq!(management.releases(), management.issued(), "the unusable lease is given back");
+}
+
+#[test]
+fn an_identity_without_bind_permission_stops_the_start_clearly_and_is_given_back() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    // A ziti-management that gives gateways an attribute no Bind policy names.
+    let grpc = free_port();
+    let mut management = Command::new(&network.management_bin)
+        .env_clear()
+        .envs([
+            ("ZITI_MGMT_CONTROLLER_URL", network.ctrl_url.as_str()),
+            ("ZITI_MGMT_CONTROLLER_CA", &network.ctrl_ca.to_string_lossy()),
+            ("ZITI_MGMT_ADMIN_USER", network.admin_user.as_str()),
+            ("ZITI_MGMT_ADMIN_PASSWORD", network.admin_password.as_str()),
+            ("ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES", "gateway-without-bind"),
+            ("ZITI_MGMT_GRPC_ADDR", &format!("127.0.0.1:{grpc}")),
+            ("ZITI_MGMT_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port())),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = format!("http://127.0.0.1:{grpc}");
+    let gateway = Gateway::start(&network, &[("ZITI_MANAGEMENT_GRPC_TARGET", target.as_str())]);
+    let (status, log) = run_to_exit(gateway, Duration::from_secs(60));
+    let _ = management.kill();
+    let _ = management.wait();
+
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("gateway") && (last.contains("not authorized") || last.contains("no policy")),
+        "the error does not name the missing permission: {last}\n{log}"
+    );
+    // "identity <id> was leased but could not be used (lease released): ..."
+    let id = last.split("identity ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
+    assert!(last.contains(&format!("identity {id} was leased")), "{last}");
+    assert!(!identity_exists(&network, id), "the refused identity {id} is still on the controller");
+}
+
+// --- ziti-management unreachable for a while -----------------------------------------
+
+/// A loopback TCP relay to `upstream` that can be cut (new and open connections
+/// refused or dropped) and restored, standing in for a network partition.
+struct Relay {
+    addr: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cutting = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if cutting.load(Ordering::SeqCst) {
+                    continue; // dropped at once
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    let cut = cutting.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        use std::io::{Read, Write};
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn ziti_management_unreachable_for_less_than_the_ttl_does_not_interrupt_service() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let relay = Relay::start(network.management_grpc_target.trim_start_matches("http://").to_owned());
+    let target = format!("http://{}", relay.addr);
+    let mut gateway = Gateway::start(
+        &network,
+        &[
+            ("ZITI_MANAGEMENT_GRPC_TARGET", target.as_str()),
+            ("ZITI_LEASE_RENEWAL_INTERVAL", "2s"),
+            ("ZITI_MANAGEMENT_TIMEOUT", "1s"),
+        ],
+    );
+    gateway.wait_ready(Duration::from_secs(60));
+    let proxy = TunnelProxy::start(&network);
+    proxy.get_ok("/before", Duration::from_secs(30));
+
+    relay.set_cut(true);
+    let outage = Instant::now();
+    let mut served = 0;
+    while outage.elapsed() < Duration::from_secs(10) {
+        let (status, body) = support::blocking_get(&proxy.addr, "/during").unwrap();
+        assert_eq!(status, 200, "interrupted after {:?}: {body}\n{}", outage.elapsed(), gateway.log());
+        served += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    relay.set_cut(false);
+    assert!(gateway.log().contains("lease renewal failed"), "the outage was not noticed:\n{}", gateway.log());
+
+    // Renewals get through again, on the same lease.
+    let failures = gateway.log().matches("lease renewal failed").count();
+    std::thread::sleep(Duration::from_secs(6));
+    proxy.get_ok("/after", Duration::from_secs(5));
+    assert_eq!(gateway.leases().len(), 1, "the lease was replaced:\n{}", gateway.log());
+    assert!(!gateway.log().contains("lease lost"), "{}", gateway.log());
+    let (status, _) = gateway.terminate();
+    assert!(status.success(), "{}", gateway.log());
+    eprintln!("ziti-management cut for 10 s: {served} requests served, {failures} renewals failed meanwhile");
+}

@@ -1,0 +1,110 @@
+//! Serving one Bind: answer inbound Dials and queue the connections for `accept`.
+
+use tokio::sync::mpsc;
+
+use crate::bind::Binding;
+use crate::channel::frame::Message;
+use crate::channel::{ConnKind, Event};
+use crate::conn::{ConnParts, ZitiConn};
+use crate::edge::{self, content, header};
+use crate::error::Error;
+use crate::peer::DialerIdentity;
+
+pub(crate) type Accepted = mpsc::Sender<Result<ZitiConn, Error>>;
+
+/// Why serving a Bind stopped.
+pub(crate) enum Ended {
+    /// The router ended the Bind itself (unsolicited StateClosed): report it.
+    Closed(Error),
+    /// The channel to the router is gone: bind again elsewhere or later.
+    Lost(Error),
+    /// Nobody accepts any more.
+    ListenerGone,
+}
+
+pub(crate) async fn serve(binding: &mut Binding, accepted: &Accepted) -> Ended {
+    let early: Vec<_> = binding.early.drain(..).collect();
+    let mut early = early.into_iter();
+    loop {
+        let event = match early.next() {
+            Some(message) => Some(Event::Message(message)),
+            None => binding.inbox.recv().await,
+        };
+        let message = match event {
+            Some(Event::Message(message)) => message,
+            Some(Event::Lost(_)) | None => return Ended::Lost(binding.handle.channel.closed_error()),
+        };
+        match message.content_type {
+            content::DIAL => {
+                if accepted.capacity() == 0 {
+                    refuse(binding, &message, "backlog full").await;
+                    continue;
+                }
+                match accept_dial(binding, &message).await {
+                    Ok(conn) => {
+                        if accepted.send(Ok(conn)).await.is_err() {
+                            return Ended::ListenerGone;
+                        }
+                    }
+                    Err(reason) => refuse(binding, &message, &reason).await,
+                }
+            }
+            content::STATE_CLOSED => {
+                let reason = edge::reason(&message);
+                tracing::warn!(service = %binding.service, %reason, "router ended the bind");
+                return Ended::Closed(Error::BindFailed { service: binding.service.clone(), reason });
+            }
+            content::BIND_SUCCESS => tracing::debug!(service = %binding.service, "terminator (re)established"),
+            other => tracing::trace!(content_type = other, "ignoring message on the bind"),
+        }
+    }
+}
+
+async fn refuse(binding: &Binding, dial: &Message, reason: &str) {
+    tracing::debug!(service = %binding.service, reason, "refusing a dial");
+    let handle = &binding.handle;
+    let _ = handle.channel.send(edge::dial_failed(handle.bind_id, dial.sequence, reason)).await;
+}
+
+/// Registers the router-chosen conn id, answers DialSuccess, starts encryption.
+async fn accept_dial(binding: &Binding, dial: &Message) -> Result<ZitiConn, String> {
+    let conn_id = dial.header_u32(header::ROUTER_PROVIDED_CONN_ID).ok_or("dial carries no connection id")?;
+    let keys = match &binding.keys {
+        Some(keys) => {
+            let peer = edge::public_key(dial).ok_or("dialer sent no public key but the service requires encryption")?;
+            Some(keys.server_session(&peer).map_err(|err| err.to_string())?)
+        }
+        None => None,
+    };
+    let channel = &binding.handle.channel;
+    let inbox = channel.register_id(conn_id, ConnKind::Dial);
+    let sent = async {
+        channel.send(edge::dial_success(binding.handle.bind_id, dial.sequence, conn_id)).await?;
+        match keys {
+            Some(keys) => {
+                // Our stream header goes first, alone, right after DialSuccess.
+                let (sealer, stream_header) = keys.sealer();
+                channel.send(edge::data(conn_id, stream_header.to_vec())).await?;
+                Ok::<_, Error>(Some((sealer, keys)))
+            }
+            None => Ok(None),
+        }
+    };
+    let crypto = match sent.await {
+        Ok(crypto) => crypto,
+        Err(err) => {
+            channel.deregister(conn_id);
+            return Err(err.to_string());
+        }
+    };
+    Ok(ZitiConn::new(ConnParts {
+        context: binding.context.clone(),
+        channel: channel.clone(),
+        conn_id,
+        service: binding.service.clone(),
+        dialer: Some(DialerIdentity::from_dial(dial)),
+        circuit_id: dial.header_str(header::CIRCUIT_ID).map(str::to_owned),
+        inbox,
+        crypto,
+    }))
+}

@@ -1,0 +1,237 @@
+//! One TLS channel to an edge router: hello, a writer task, and a reader task that hands
+//! replies to their requests and everything else to the connection it names.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, FrameCodec, Message, content, header};
+use super::inbox::{Inbox, InboxSender};
+use super::pump;
+use crate::edge;
+use crate::error::Error;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A router that closes this soon after the hello, having sent nothing, refused the token.
+pub(super) const REJECTION_WINDOW: Duration = Duration::from_secs(30);
+const OUTBOUND_QUEUE: usize = 256;
+pub(super) const WRITE_BATCH: usize = 256 * 1024;
+
+/// What a registered connection id is, for ConnInspect answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnKind {
+    Bind,
+    Dial,
+}
+
+#[derive(Debug)]
+pub(super) struct Sink {
+    pub(super) kind: ConnKind,
+    pub(super) tx: InboxSender,
+}
+
+/// Why the channel closed.
+#[derive(Debug, Clone)]
+pub(super) enum Closed {
+    Rejected,
+    Lost,
+}
+
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) router: String,
+    pub(super) router_id: String,
+    pub(super) supports_bind_success: bool,
+    pub(super) sequence: AtomicI32,
+    pub(super) next_conn_id: AtomicU32,
+    pub(super) pending: Mutex<HashMap<i32, oneshot::Sender<Message>>>,
+    pub(super) sinks: Mutex<HashMap<u32, Sink>>,
+    pub(super) outbound: mpsc::Sender<Message>,
+    pub(super) control: mpsc::UnboundedSender<Message>,
+    pub(super) cancel: CancellationToken,
+    pub(super) closed: Mutex<Option<Closed>>,
+    pub(super) received: AtomicU64,
+    pub(super) settings: ChannelSettings,
+}
+
+/// Per-channel tunables.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelSettings {
+    /// Bytes a connection may hold unread before the reader waits for it.
+    pub budget: usize,
+    /// How long a connection over budget may make no progress before it is cut off.
+    pub stall: Duration,
+    /// Latency probes (which also detect a dead router); `None` sends none.
+    pub probe_interval: Option<Duration>,
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A live channel to one edge router; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Channel {
+    shared: Arc<Shared>,
+}
+
+impl Channel {
+    /// Connects over TLS, sends the hello with `token`, and waits for the router's answer.
+    pub(crate) async fn connect(
+        address: &str,
+        tls: Arc<ClientConfig>,
+        token: &str,
+        hello_body: &str,
+        settings: ChannelSettings,
+    ) -> Result<Channel, Error> {
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let server_name =
+            ServerName::try_from(host).map_err(|_| Error::Protocol(format!("bad router address {address}")))?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| Error::Timeout("edge router TCP connect"))??;
+        tcp.set_nodelay(true)?;
+        let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, TlsConnector::from(tls).connect(server_name, tcp))
+            .await
+            .map_err(|_| Error::Timeout("edge router TLS handshake"))??;
+
+        let hello = Message { sequence: -1, ..Message::new(content::HELLO, hello_body.as_bytes().to_vec()) }
+            .with_header(edge::header::SESSION_TOKEN, token.as_bytes().to_vec());
+        let mut buf = BytesMut::new();
+        frame::encode_into(&hello, &mut buf).map_err(|err| Error::Protocol(err.to_string()))?;
+        tls.write_all(&buf).await?;
+        tls.flush().await?;
+
+        let (mut reader, writer) = tokio::io::split(tls);
+        let mut codec = FrameCodec::default();
+        let mut inbound = BytesMut::with_capacity(64 * 1024);
+        let reply = tokio::time::timeout(HELLO_TIMEOUT, pump::read_frame(&mut reader, &mut codec, &mut inbound))
+            .await
+            .map_err(|_| Error::Timeout("edge router hello reply"))?
+            .map_err(|err| Error::Protocol(format!("hello to {address}: {err}")))?
+            .ok_or_else(|| Error::Protocol(format!("router {address} closed the channel during the hello")))?;
+        tracing::trace!(message = ?reply, "hello reply");
+        if reply.content_type != content::RESULT || !reply.header_bool(header::RESULT_SUCCESS) {
+            return Err(Error::Protocol(format!("router {address} refused the hello: {}", reply.body_text())));
+        }
+
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            router: address.to_owned(),
+            router_id: reply.header_str(header::ROUTER_ID).unwrap_or_default().to_owned(),
+            supports_bind_success: reply.header_bool(edge::header::SUPPORTS_BIND_SUCCESS),
+            sequence: AtomicI32::new(1),
+            next_conn_id: AtomicU32::new(0),
+            pending: Mutex::default(),
+            sinks: Mutex::default(),
+            outbound,
+            control,
+            cancel: CancellationToken::new(),
+            closed: Mutex::default(),
+            received: AtomicU64::new(0),
+            settings,
+        });
+        tracing::debug!(router = address, router_id = %shared.router_id, "edge router channel up");
+        tokio::spawn(pump::write_loop(shared.clone(), writer, outbound_rx, control_rx));
+        tokio::spawn(pump::read_loop(shared.clone(), reader, codec, inbound, Instant::now()));
+        let channel = Channel { shared };
+        if let Some(interval) = settings.probe_interval {
+            tokio::spawn(pump::probe_loop(channel.clone(), interval));
+        }
+        Ok(channel)
+    }
+
+    pub(crate) fn router(&self) -> &str {
+        &self.shared.router
+    }
+
+    pub(crate) fn supports_bind_success(&self) -> bool {
+        self.shared.supports_bind_success
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Closes the channel; every connection on it sees the loss.
+    pub(crate) fn close(&self) {
+        self.shared.cancel.cancel();
+    }
+
+    /// The error to report for work that failed because this channel closed.
+    pub(crate) fn closed_error(&self) -> Error {
+        match *lock(&self.shared.closed) {
+            Some(Closed::Rejected) => Error::IdentityRejected { router: self.shared.router.clone() },
+            _ => Error::ChannelClosed { router: self.shared.router.clone() },
+        }
+    }
+
+    /// Stamps `message` with the next sequence number.
+    pub(crate) fn sequenced(&self, mut message: Message) -> Message {
+        message.sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed);
+        message
+    }
+
+    /// A new SDK-chosen connection id (1 ..= 2^31-2), registered before use.
+    pub(crate) fn register(&self, kind: ConnKind) -> (u32, Inbox) {
+        let id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed) % 0x7FFF_FFFE + 1;
+        (id, self.register_id(id, kind))
+    }
+
+    /// Registers a router-chosen connection id.
+    pub(crate) fn register_id(&self, id: u32, kind: ConnKind) -> Inbox {
+        let (tx, inbox) = Inbox::new(self.shared.settings.budget);
+        if self.is_closed() {
+            tx.lose("edge router channel closed");
+        } else {
+            lock(&self.shared.sinks).insert(id, Sink { kind, tx });
+        }
+        inbox
+    }
+
+    pub(crate) fn deregister(&self, id: u32) {
+        lock(&self.shared.sinks).remove(&id);
+    }
+
+    /// A sender for ordered outbound messages (stamp them with [`Channel::sequenced`]).
+    pub(crate) fn outbound(&self) -> mpsc::Sender<Message> {
+        self.shared.outbound.clone()
+    }
+
+    /// Queues `message` behind earlier ones.
+    pub(crate) async fn send(&self, message: Message) -> Result<(), Error> {
+        let message = self.sequenced(message);
+        self.shared.outbound.send(message).await.map_err(|_| self.closed_error())
+    }
+
+    /// Sends `message` and waits up to `timeout` for the router's reply to it.
+    pub(crate) async fn request(&self, message: Message, timeout: Duration) -> Result<Message, Error> {
+        let message = self.sequenced(message);
+        let sequence = message.sequence;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.pending).insert(sequence, tx);
+        let result = async {
+            self.shared.outbound.send(message).await.map_err(|_| self.closed_error())?;
+            tokio::select! {
+                reply = rx => reply.map_err(|_| self.closed_error()),
+                () = self.shared.cancel.cancelled() => Err(self.closed_error()),
+            }
+        };
+        let result = tokio::time::timeout(timeout, result).await;
+        lock(&self.shared.pending).remove(&sequence);
+        result.map_err(|_| Error::Timeout("edge router reply"))?
+    }
+}

@@ -1,0 +1,9 @@
+//! The edge router channel: framing, per-connection queues and the channel itself.
+
+pub(crate) mod connection;
+pub mod frame;
+pub(crate) mod inbox;
+mod pump;
+
+pub(crate) use connection::{Channel, ChannelSettings, ConnKind};
+pub(crate) use inbox::{Event, Inbox};

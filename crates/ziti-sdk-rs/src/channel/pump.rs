@@ -1,0 +1,180 @@
+//! The channel's two tasks: the writer batches queued messages into TLS writes; the
+//! reader hands replies to their requests and everything else to the connection it names.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::Decoder;
+
+use super::connection::{Channel, Closed, ConnKind, REJECTION_WINDOW, Shared, WRITE_BATCH, lock};
+use super::frame::{self, FrameCodec, Message};
+use crate::edge;
+
+/// Reads the next frame; `None` at a clean end of stream.
+pub(super) async fn read_frame(
+    reader: &mut ReadHalf<TlsStream<TcpStream>>,
+    codec: &mut FrameCodec,
+    buf: &mut BytesMut,
+) -> Result<Option<Message>, frame::FrameError> {
+    loop {
+        if let Some(message) = codec.decode(buf)? {
+            return Ok(Some(message));
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return codec.decode_eof(buf);
+        }
+    }
+}
+
+pub(super) async fn write_loop(
+    shared: Arc<Shared>,
+    mut writer: WriteHalf<TlsStream<TcpStream>>,
+    mut outbound: mpsc::Receiver<Message>,
+    mut control: mpsc::UnboundedReceiver<Message>,
+) {
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => break,
+            Some(message) = control.recv() => message,
+            Some(message) = outbound.recv() => message,
+            else => break,
+        };
+        let mut next = Some(first);
+        // Batch whatever is queued into one TLS write.
+        while let Some(message) = next.take() {
+            if let Err(err) = frame::encode_into(&message, &mut buf) {
+                tracing::warn!(%err, "dropping an unencodable message");
+            }
+            if buf.len() < WRITE_BATCH {
+                next = control.try_recv().ok().or_else(|| outbound.try_recv().ok());
+            }
+        }
+        let written = async {
+            writer.write_all(&buf).await?;
+            writer.flush().await
+        };
+        if let Err(err) = written.await {
+            tracing::debug!(router = %shared.router, %err, "edge router channel write failed");
+            // The reader sees the same failure and knows better why (e.g. a rejection).
+            let _ = tokio::time::timeout(Duration::from_secs(5), shared.cancel.cancelled()).await;
+            break;
+        }
+        buf.clear();
+    }
+    shutdown(&shared, Closed::Lost);
+    let _ = writer.shutdown().await;
+}
+
+pub(super) async fn read_loop(
+    shared: Arc<Shared>,
+    mut reader: ReadHalf<TlsStream<TcpStream>>,
+    mut codec: FrameCodec,
+    mut buf: BytesMut,
+    hello_at: Instant,
+) {
+    let outcome = tokio::select! {
+        () = shared.cancel.cancelled() => None,
+        result = async {
+            while let Some(message) = read_frame(&mut reader, &mut codec, &mut buf).await? {
+                shared.received.fetch_add(1, Ordering::Relaxed);
+                dispatch(&shared, message).await;
+            }
+            Ok::<_, frame::FrameError>(())
+        } => Some(result),
+    };
+    let reason = match outcome {
+        None => Closed::Lost,
+        Some(result) => {
+            match result {
+                Ok(()) => tracing::debug!(router = %shared.router, "edge router closed the channel"),
+                Err(err) => tracing::debug!(router = %shared.router, %err, "edge router channel read failed"),
+            }
+            if shared.received.load(Ordering::Relaxed) == 0 && hello_at.elapsed() < REJECTION_WINDOW {
+                Closed::Rejected
+            } else {
+                Closed::Lost
+            }
+        }
+    };
+    shutdown(&shared, reason);
+}
+
+/// Marks the channel closed (first reason wins) and tells every connection.
+fn shutdown(shared: &Shared, reason: Closed) {
+    lock(&shared.closed).get_or_insert(reason);
+    shared.cancel.cancel();
+    for (_, sink) in lock(&shared.sinks).drain() {
+        sink.tx.lose("edge router channel closed");
+    }
+    lock(&shared.pending).clear();
+}
+
+async fn dispatch(shared: &Shared, message: Message) {
+    tracing::trace!(?message, "received");
+    if let Some(reply_for) = message.reply_for() {
+        if let Some(waiter) = lock(&shared.pending).remove(&reply_for) {
+            let _ = waiter.send(message);
+            return;
+        }
+    }
+    let conn_id = edge::conn_id(&message);
+    if message.content_type == edge::content::CONN_INSPECT_REQUEST {
+        let kind = conn_id.and_then(|id| lock(&shared.sinks).get(&id).map(|sink| sink.kind));
+        let (conn_type, detail) = match kind {
+            Some(ConnKind::Bind) => (edge::conn_type::BIND, "listening"),
+            Some(ConnKind::Dial) => (edge::conn_type::DIAL, "connected"),
+            None => (edge::conn_type::UNKNOWN, "unknown connection"),
+        };
+        let reply = edge::inspect_response(&message, conn_type, detail);
+        let _ = shared.control.send(Message { sequence: shared.sequence.fetch_add(1, Ordering::Relaxed), ..reply });
+        return;
+    }
+    let Some(conn_id) = conn_id else {
+        tracing::debug!(content_type = message.content_type, "ignoring a channel message without a connection");
+        return;
+    };
+    let Some(sink) = lock(&shared.sinks).get(&conn_id).map(|sink| sink.tx.clone()) else {
+        tracing::trace!(conn_id, content_type = message.content_type, "message for an unknown connection");
+        return;
+    };
+    if sink.push(message, shared.settings.stall).await.is_err() {
+        tracing::warn!(conn_id, "connection made no progress reading; closing it");
+        lock(&shared.sinks).remove(&conn_id);
+        sink.lose("receive queue overflow: the application stopped reading");
+        let closed = edge::state_closed(conn_id, "receiver stalled");
+        let _ = shared.control.send(Message { sequence: shared.sequence.fetch_add(1, Ordering::Relaxed), ..closed });
+    }
+}
+
+/// Sends a latency probe every `interval`; a router that does not answer within the
+/// interval is taken for dead and the channel is closed (its listeners bind again).
+pub(super) async fn probe_loop(channel: Channel, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if channel.is_closed() {
+            return;
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let probe = Message::new(frame::content::LATENCY, Vec::new())
+            .with_header(frame::header::LATENCY_TIMESTAMP, now.to_le_bytes().to_vec());
+        let sent = Instant::now();
+        match channel.request(probe, interval).await {
+            Ok(_) => tracing::trace!(router = channel.router(), latency = ?sent.elapsed(), "latency probe answered"),
+            Err(err) => {
+                if !channel.is_closed() {
+                    tracing::warn!(router = channel.router(), %err, "edge router stopped answering; closing the channel");
+                    channel.close();
+                }
+                return;
+            }
+        }
+    }
+}

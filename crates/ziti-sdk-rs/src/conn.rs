@@ -1,0 +1,250 @@
+//! One overlay connection (dialed or accepted) as a byte stream: tokio `AsyncRead` +
+//! `AsyncWrite`, with end-to-end encryption when the service requires it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::PollSender;
+
+use crate::channel::frame::Message;
+use crate::channel::{Channel, Event, Inbox};
+use crate::context::ZitiContext;
+use crate::crypto::{HEADER_LEN, Opener, Sealer, SessionKeys};
+use crate::edge;
+use crate::peer::DialerIdentity;
+
+/// Plaintext bytes per Data message.
+const MAX_CHUNK: usize = 32 * 1024;
+
+/// How received Data is read.
+enum Receive {
+    Plain,
+    /// Encrypted; the peer's first Data is its 24-byte stream header.
+    AwaitHeader(SessionKeys),
+    Open(Opener),
+}
+
+/// Everything a connection is made of, assembled by dial or accept.
+pub(crate) struct ConnParts {
+    pub context: ZitiContext,
+    pub channel: Channel,
+    pub conn_id: u32,
+    pub service: String,
+    pub dialer: Option<DialerIdentity>,
+    pub circuit_id: Option<String>,
+    pub inbox: Inbox,
+    /// Our sending stream (its header already sent) and the keys to open the peer's.
+    pub crypto: Option<(Sealer, SessionKeys)>,
+}
+
+/// A connection over the overlay. Dropping it closes it.
+pub struct ZitiConn {
+    _context: ZitiContext,
+    channel: Channel,
+    conn_id: u32,
+    service: String,
+    dialer: Option<DialerIdentity>,
+    circuit_id: Option<String>,
+    inbox: Inbox,
+    outbound: PollSender<Message>,
+    sealer: Option<Sealer>,
+    receive: Receive,
+    unread: Bytes,
+    read_done: bool,
+    write_done: bool,
+    closed: bool,
+}
+
+impl std::fmt::Debug for ZitiConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZitiConn")
+            .field("service", &self.service)
+            .field("conn_id", &self.conn_id)
+            .field("router", &self.channel.router())
+            .field("dialer", &self.dialer)
+            .field("encrypted", &self.sealer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZitiConn {
+    pub(crate) fn new(parts: ConnParts) -> Self {
+        let (sealer, receive) = match parts.crypto {
+            Some((sealer, keys)) => (Some(sealer), Receive::AwaitHeader(keys)),
+            None => (None, Receive::Plain),
+        };
+        Self {
+            _context: parts.context,
+            outbound: PollSender::new(parts.channel.outbound()),
+            channel: parts.channel,
+            conn_id: parts.conn_id,
+            service: parts.service,
+            dialer: parts.dialer,
+            circuit_id: parts.circuit_id,
+            inbox: parts.inbox,
+            sealer,
+            receive,
+            unread: Bytes::new(),
+            read_done: false,
+            write_done: false,
+            closed: false,
+        }
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// For accepted connections: who dialed (see [`DialerIdentity`] on trusting it).
+    pub fn dialer(&self) -> Option<&DialerIdentity> {
+        self.dialer.as_ref()
+    }
+
+    /// The fabric circuit carrying this connection, when the router named it.
+    pub fn circuit_id(&self) -> Option<&str> {
+        self.circuit_id.as_deref()
+    }
+
+    /// Whether the payload is end-to-end encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// Handles one received Data body; sets `unread` to its plaintext.
+    fn receive_data(&mut self, body: Bytes) -> io::Result<()> {
+        match &mut self.receive {
+            Receive::Plain => self.unread = body,
+            Receive::AwaitHeader(keys) => {
+                if body.len() != HEADER_LEN {
+                    return Err(invalid("the peer's first message is not an encryption header"));
+                }
+                let opener = keys.opener(&body).map_err(|_| invalid("bad encryption header"))?;
+                self.receive = Receive::Open(opener);
+            }
+            Receive::Open(opener) => {
+                let plain = opener.open(&body).map_err(|err| invalid(&err.to_string()))?;
+                self.unread = Bytes::from(plain);
+            }
+        }
+        Ok(())
+    }
+
+    fn send_close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        let message = self.channel.sequenced(edge::state_closed(self.conn_id, "closed"));
+        let outbound = self.channel.outbound();
+        // Behind any queued Data; wait for room off this (possibly sync) context if needed.
+        if let Err(TrySendError::Full(message)) = outbound.try_send(message) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = outbound.send(message).await;
+                });
+            }
+        }
+    }
+}
+
+fn invalid(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason.to_owned())
+}
+
+fn broken(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, reason.to_owned())
+}
+
+impl AsyncRead for ZitiConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.unread.is_empty() {
+                let n = this.unread.len().min(buf.remaining());
+                buf.put_slice(&this.unread[..n]);
+                this.unread.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_done {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.inbox.poll_recv(cx)) {
+                Some(Event::Message(message)) => match message.content_type {
+                    edge::content::DATA => {
+                        let flags = message.header_u32(edge::header::FLAGS).unwrap_or(0);
+                        if !message.body.is_empty() {
+                            this.receive_data(message.body)?;
+                        }
+                        if flags & edge::FLAG_FIN != 0 {
+                            this.read_done = true;
+                        }
+                    }
+                    edge::content::STATE_CLOSED => {
+                        tracing::debug!(conn_id = this.conn_id, reason = %message.body_text(), "peer closed");
+                        this.read_done = true;
+                        this.closed = true;
+                    }
+                    _ => {}
+                },
+                Some(Event::Lost(reason)) => {
+                    this.read_done = true;
+                    this.closed = true;
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, reason)));
+                }
+                None => {
+                    this.read_done = true;
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection lost")));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ZitiConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.closed || this.write_done || this.inbox.peer_closed() {
+            return Poll::Ready(Err(broken("connection closed for writing")));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(this.outbound.poll_reserve(cx)).map_err(|_| broken("edge router channel closed"))?;
+        let chunk = &buf[..buf.len().min(MAX_CHUNK)];
+        let body = match &mut this.sealer {
+            Some(sealer) => Bytes::from(sealer.seal(chunk).map_err(|err| invalid(&err.to_string()))?),
+            None => Bytes::copy_from_slice(chunk),
+        };
+        let message = this.channel.sequenced(edge::data(this.conn_id, body));
+        this.outbound.send_item(message).map_err(|_| broken("edge router channel closed"))?;
+        Poll::Ready(Ok(chunk.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Messages are handed to the channel writer as they are written.
+        Poll::Ready(Ok(()))
+    }
+
+    /// Half-close: tells the peer no more data follows (FIN); reading goes on.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.write_done || this.closed {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.outbound.poll_reserve(cx)).map_err(|_| broken("edge router channel closed"))?;
+        let message = this.channel.sequenced(edge::fin(this.conn_id));
+        this.outbound.send_item(message).map_err(|_| broken("edge router channel closed"))?;
+        this.write_done = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for ZitiConn {
+    fn drop(&mut self) {
+        self.channel.deregister(self.conn_id);
+        self.send_close();
+    }
+}

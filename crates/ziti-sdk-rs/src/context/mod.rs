@@ -1,0 +1,244 @@
+//! The SDK's entry point: one identity logged in to its controller, with channels to
+//! edge routers shared by every listener and connection made through it.
+
+mod refresh;
+mod routers;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use tokio::task::JoinHandle;
+
+use crate::channel::{Channel, ChannelSettings};
+use crate::controller::{ApiSession, Controller, Service, ServiceSession, SessionType};
+use crate::error::Error;
+use crate::identity::Identity;
+
+/// Tunables; the defaults suit most hosts.
+#[derive(Debug, Clone)]
+pub struct ContextOptions {
+    /// Bytes a connection may hold received but unread before the channel reader
+    /// waits for it (pushing back on the sender).
+    pub receive_budget: usize,
+    /// How long a connection over its budget may make no reading progress before it
+    /// is cut off so that the other connections on the channel move on.
+    pub receive_stall_limit: Duration,
+    /// Refresh the API session at least this often (besides shortly before expiry).
+    pub max_refresh_interval: Option<Duration>,
+    /// How long to wait for the router to answer a Bind or Connect.
+    pub request_timeout: Duration,
+    /// Accepted connections a listener queues before refusing new dials.
+    pub accept_backlog: usize,
+    /// How often to probe each router channel; a router that does not answer within
+    /// the interval is taken for dead (listeners then bind again). `None`: no probes.
+    pub latency_probe_interval: Option<Duration>,
+    /// Log in with the legacy certificate API session (`zt-session`) even when the
+    /// controller offers OIDC. By default the legacy login is used only when it does not.
+    pub force_legacy_auth: bool,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            receive_budget: 4 * 1024 * 1024,
+            receive_stall_limit: Duration::from_secs(30),
+            max_refresh_interval: None,
+            request_timeout: Duration::from_secs(35),
+            accept_backlog: 128,
+            latency_probe_interval: Some(Duration::from_secs(30)),
+            force_legacy_auth: false,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) controller: Controller,
+    pub(crate) router_tls: Arc<ClientConfig>,
+    pub(crate) options: ContextOptions,
+    session: RwLock<Arc<ApiSession>>,
+    login_lock: tokio::sync::Mutex<()>,
+    routers: routers::Routers,
+    dial_sessions: Mutex<HashMap<String, ServiceSession>>,
+    refresher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZitiContext").field("session", &*self.session()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A logged-in identity. Cheap to clone; the API session is refreshed in the
+/// background while any clone, listener or connection is alive.
+#[derive(Debug, Clone)]
+pub struct ZitiContext {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl ZitiContext {
+    /// Loads an identity file and logs in.
+    pub async fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::new(Identity::from_file(path)?).await
+    }
+
+    /// Logs in with `identity` using default options.
+    pub async fn new(identity: Identity) -> Result<Self, Error> {
+        Self::with_options(identity, ContextOptions::default()).await
+    }
+
+    pub async fn with_options(identity: Identity, options: ContextOptions) -> Result<Self, Error> {
+        let controller = Controller::connect(&identity, options.force_legacy_auth).await?;
+        let router_tls = crate::tls::client_config(&identity, &[])?;
+        let session = controller.login().await?;
+        tracing::debug!(identity = %session.identity_name, mode = ?controller.mode(), "logged in to the controller");
+        let inner = Arc::new(Inner {
+            controller,
+            router_tls,
+            options,
+            session: RwLock::new(Arc::new(session)),
+            login_lock: tokio::sync::Mutex::new(()),
+            routers: routers::Routers::default(),
+            dial_sessions: Mutex::default(),
+            refresher: Mutex::default(),
+        });
+        let task = tokio::spawn(refresh::keep_fresh(Arc::downgrade(&inner)));
+        *lock(&inner.refresher) = Some(task);
+        Ok(Self { inner })
+    }
+
+    /// This identity's name, as the controller knows it.
+    pub fn identity_name(&self) -> String {
+        self.inner.session().identity_name.clone()
+    }
+
+    /// This identity's id.
+    pub fn identity_id(&self) -> String {
+        self.inner.session().identity_id.clone()
+    }
+
+    /// The current API session's id (it changes when the SDK has to log in again).
+    pub fn api_session_id(&self) -> String {
+        self.inner.session().api_session_id.clone()
+    }
+
+    /// When the current API session expires (it is refreshed before then).
+    pub fn session_expires_at(&self) -> std::time::SystemTime {
+        self.inner.session().expires_at
+    }
+
+    /// Looks a service up by name, as this identity sees it.
+    pub async fn service(&self, name: &str) -> Result<Service, Error> {
+        let first = self.inner.session();
+        match self.inner.controller.service(name, &first).await {
+            Err(Error::SessionExpired) => {
+                let session = self.inner.relogin(&first).await?;
+                self.inner.controller.service(name, &session).await
+            }
+            other => other,
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn session(&self) -> Arc<ApiSession> {
+        self.session.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the API session. A new API session id invalidates every router channel
+    /// (routers refuse UpdateToken across API sessions) and every cached service token.
+    pub(crate) fn install(&self, session: ApiSession) -> (Arc<ApiSession>, bool) {
+        let session = Arc::new(session);
+        let previous =
+            std::mem::replace(&mut *self.session.write().unwrap_or_else(PoisonError::into_inner), session.clone());
+        let same = previous.api_session_id == session.api_session_id;
+        if !same {
+            lock(&self.dial_sessions).clear();
+            self.routers.close_all();
+        }
+        (session, same)
+    }
+
+    /// Logs in afresh unless another task already replaced `stale`.
+    pub(crate) async fn relogin(&self, stale: &ApiSession) -> Result<Arc<ApiSession>, Error> {
+        let _guard = self.login_lock.lock().await;
+        let current = self.session();
+        if current.token.as_str() != stale.token.as_str() {
+            return Ok(current);
+        }
+        let session = self.controller.login().await.map_err(|err| {
+            tracing::warn!(%err, "logging in again failed");
+            match err {
+                // The certificate is no longer accepted: the session cannot come back.
+                Error::LoginRejected(_) | Error::SessionExpired => Error::SessionExpired,
+                transient => transient,
+            }
+        })?;
+        Ok(self.install(session).0)
+    }
+
+    /// A service session (Dial tokens are cached and reused; the flag says so),
+    /// logging in again once if the API session is gone.
+    pub(crate) async fn service_session(
+        &self,
+        service: &Service,
+        kind: SessionType,
+    ) -> Result<(ServiceSession, bool), Error> {
+        if kind == SessionType::Dial {
+            if let Some(cached) = lock(&self.dial_sessions).get(&service.id) {
+                return Ok((cached.clone(), true));
+            }
+        }
+        let first = self.session();
+        let session = match self.controller.create_session(service, kind, &first).await {
+            Err(Error::SessionExpired) => {
+                let fresh = self.relogin(&first).await?;
+                self.controller.create_session(service, kind, &fresh).await?
+            }
+            other => other?,
+        };
+        if kind == SessionType::Dial {
+            lock(&self.dial_sessions).insert(service.id.clone(), session.clone());
+        }
+        Ok((session, false))
+    }
+
+    /// Forgets a cached Dial token the router refused.
+    pub(crate) fn forget_dial_session(&self, service: &Service) {
+        lock(&self.dial_sessions).remove(&service.id);
+    }
+
+    /// A channel to one of the session's routers (an open one if possible).
+    pub(crate) async fn channel_for(&self, service: &str, session: &ServiceSession) -> Result<Channel, Error> {
+        let api = self.session();
+        let settings = ChannelSettings {
+            budget: self.options.receive_budget,
+            stall: self.options.receive_stall_limit,
+            probe_interval: self.options.latency_probe_interval,
+        };
+        self.routers.channel_for(service, session, &api, self.router_tls.clone(), settings).await
+    }
+
+    pub(crate) fn close_channels(&self) {
+        self.routers.close_all();
+    }
+
+    pub(crate) fn channels(&self) -> Vec<Channel> {
+        self.routers.open_channels()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.refresher).take() {
+            task.abort();
+        }
+        self.routers.close_all();
+    }
+}

@@ -1,0 +1,199 @@
+//! The controller's Edge Client API: login (OIDC, or the legacy cert login when the
+//! controller does not advertise OIDC), API session refresh, services and sessions.
+
+mod jwt;
+mod legacy;
+mod oidc;
+mod services;
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+pub(crate) use jwt::claims;
+pub use services::{EdgeRouter, Service, ServiceSession, SessionType};
+
+use crate::error::Error;
+use crate::identity::Identity;
+
+const CLIENT_API: &str = "edge/client/v1/";
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the API session was obtained, which decides how it is presented and refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthMode {
+    Oidc,
+    Legacy,
+}
+
+/// An API session: the token the controller and routers accept for this identity.
+#[derive(Clone)]
+pub(crate) struct ApiSession {
+    pub(crate) mode: AuthMode,
+    /// The OIDC access token, or the legacy `zt-session` token.
+    pub(crate) token: Zeroizing<String>,
+    pub(crate) refresh_token: Option<Zeroizing<String>>,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) identity_id: String,
+    pub(crate) identity_name: String,
+    pub(crate) api_session_id: String,
+}
+
+impl fmt::Debug for ApiSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiSession")
+            .field("mode", &self.mode)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("identity_id", &self.identity_id)
+            .field("identity_name", &self.identity_name)
+            .field("api_session_id", &self.api_session_id)
+            .finish()
+    }
+}
+
+impl ApiSession {
+    /// When to refresh: a quarter of the lifetime (at most a minute) before expiry.
+    pub(crate) fn refresh_due(&self, now: SystemTime) -> Duration {
+        let left = self.expires_at.duration_since(now).unwrap_or_default();
+        left.saturating_sub((left / 4).min(Duration::from_secs(60)))
+    }
+}
+
+/// An HTTP client for one controller, presenting the identity's certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct Controller {
+    http: reqwest::Client,
+    base: Url,
+    mode: AuthMode,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    error: ApiError,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Version {
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+impl Controller {
+    /// Builds the client and asks the controller which login it offers (OIDC when
+    /// advertised, unless `force_legacy`).
+    pub(crate) async fn connect(identity: &Identity, force_legacy: bool) -> Result<Controller, Error> {
+        let tls = crate::tls::client_config(identity, &[b"http/1.1"])?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            // OIDC answers are redirects whose Location is the result: never follow them.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(HTTP_TIMEOUT)
+            .build()?;
+        let mut last_err = None;
+        for base in identity.api_urls() {
+            let mut controller = Controller { http: http.clone(), base: base.clone(), mode: AuthMode::Legacy };
+            match controller.get(&format!("{CLIENT_API}version"), None).await {
+                Ok(response) => {
+                    let version: Envelope<Version> = response.json().await?;
+                    if !force_legacy && version.data.capabilities.iter().any(|c| c == "OIDC_AUTH") {
+                        controller.mode = AuthMode::Oidc;
+                    }
+                    return Ok(controller);
+                }
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Protocol("identity names no controller".to_owned())))
+    }
+
+    pub(crate) fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Logs in with the identity's certificate.
+    pub(crate) async fn login(&self) -> Result<ApiSession, Error> {
+        match self.mode {
+            AuthMode::Oidc => oidc::login(self).await,
+            AuthMode::Legacy => legacy::login(self).await,
+        }
+    }
+
+    /// Extends `session` (OIDC refresh grant, or a legacy session touch).
+    pub(crate) async fn refresh(&self, session: &ApiSession) -> Result<ApiSession, Error> {
+        match session.mode {
+            AuthMode::Oidc => oidc::refresh(self, session).await,
+            AuthMode::Legacy => legacy::refresh(self, session).await,
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, Error> {
+        self.base.join(path).map_err(|_| Error::Protocol(format!("bad controller path {path}")))
+    }
+
+    /// Adds the API session's credentials to a request.
+    fn authorize(request: RequestBuilder, session: Option<&ApiSession>) -> RequestBuilder {
+        match session {
+            Some(s) if s.mode == AuthMode::Oidc => request.bearer_auth(s.token.as_str()),
+            Some(s) => request.header("zt-session", s.token.as_str()),
+            None => request,
+        }
+    }
+
+    pub(crate) async fn get(&self, path: &str, session: Option<&ApiSession>) -> Result<Response, Error> {
+        let request = Self::authorize(self.http.get(self.url(path)?), session);
+        checked(path, request.send().await?).await
+    }
+
+    pub(crate) async fn post_json<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+        session: Option<&ApiSession>,
+    ) -> Result<Response, Error> {
+        let request = Self::authorize(self.http.post(self.url(path)?).json(body), session);
+        checked(path, request.send().await?).await
+    }
+}
+
+/// Turns controller error answers into typed errors: 401 means the API session is gone.
+async fn checked(what: &str, response: Response) -> Result<Response, Error> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(Error::SessionExpired);
+    }
+    let text = response.text().await.unwrap_or_default();
+    let (code, message) = match serde_json::from_str::<ApiErrorBody>(&text) {
+        Ok(body) => (body.error.code, body.error.message),
+        Err(_) => (String::new(), text.chars().take(200).collect()),
+    };
+    Err(Error::Controller {
+        what: what.split('?').next().unwrap_or(what).to_owned(),
+        status: status.as_u16(),
+        message: if code.is_empty() { message } else { format!("{code}: {message}") },
+    })
+}
+
+/// Seconds since the epoch to a time.
+pub(crate) fn epoch(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}

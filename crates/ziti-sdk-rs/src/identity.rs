@@ -1,0 +1,185 @@
+//! The standard OpenZiti identity file: `ztAPI`/`ztAPIs` and `id.{cert,key,ca}`, each
+//! value inline (`pem:...`) or a reference (`file://...`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::error::IdentityError;
+
+/// A loaded identity: controller URLs, certificate chain, private key and trusted CAs.
+///
+/// The key lives in zeroizing memory and `Debug` never shows it.
+pub struct Identity {
+    api_urls: Vec<reqwest::Url>,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: Zeroizing<PrivateKeyDer<'static>>,
+    ca: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Deserialize)]
+struct RawIdentity {
+    #[serde(rename = "ztAPI")]
+    zt_api: Option<String>,
+    #[serde(rename = "ztAPIs")]
+    zt_apis: Option<Vec<String>>,
+    id: Option<RawMaterial>,
+}
+
+#[derive(Deserialize)]
+struct RawMaterial {
+    cert: Option<String>,
+    key: Option<Zeroizing<String>>,
+    ca: Option<String>,
+}
+
+impl Identity {
+    /// Reads and validates an identity file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, IdentityError> {
+        let path = path.as_ref();
+        let bytes = read_secret(path)?;
+        Self::from_json(&bytes)
+    }
+
+    /// Parses and validates identity JSON held in memory.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, IdentityError> {
+        let raw: RawIdentity = serde_json::from_slice(bytes)
+            .map_err(|err| IdentityError::Json { line: err.line(), column: err.column() })?;
+        let mut api_urls = Vec::new();
+        for url in raw.zt_api.iter().chain(raw.zt_apis.iter().flatten()) {
+            let parsed = parse_api_url(url)?;
+            if !api_urls.contains(&parsed) {
+                api_urls.push(parsed);
+            }
+        }
+        if api_urls.is_empty() {
+            return Err(IdentityError::Missing("ztAPI"));
+        }
+        let id = raw.id.ok_or(IdentityError::Missing("id"))?;
+        let cert_pem = load_value("id.cert", id.cert.as_deref())?;
+        let ca_pem = load_value("id.ca", id.ca.as_deref())?;
+        let key_pem = load_value("id.key", id.key.as_ref().map(|key| key.as_str()))?;
+        let cert_chain = certificates("id.cert", &cert_pem)?;
+        let ca = certificates("id.ca", &ca_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|err| IdentityError::Field {
+            field: "id.key",
+            problem: format!("holds no usable private key ({})", pem_problem(&err)),
+        })?;
+        let key = Zeroizing::new(key);
+        // Refuse keys rustls cannot sign with now, rather than at the first TLS handshake.
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| IdentityError::Field {
+            field: "id.key",
+            problem: "is not an EC (P-256/P-384), RSA or Ed25519 key".to_owned(),
+        })?;
+        Ok(Self { api_urls, cert_chain, key, ca })
+    }
+
+    /// The controller's client API URLs, `ztAPI` first.
+    pub fn api_urls(&self) -> &[reqwest::Url] {
+        &self.api_urls
+    }
+
+    pub(crate) fn cert_chain(&self) -> &[CertificateDer<'static>] {
+        &self.cert_chain
+    }
+
+    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+
+    pub(crate) fn ca(&self) -> &[CertificateDer<'static>] {
+        &self.ca
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("api_urls", &self.api_urls.iter().map(reqwest::Url::as_str).collect::<Vec<_>>())
+            .field("cert_chain_len", &self.cert_chain.len())
+            .field("key", &"<redacted>")
+            .field("ca_len", &self.ca.len())
+            .finish()
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
+    std::fs::read(path).map(Zeroizing::new).map_err(|source| IdentityError::Read { path: path.to_owned(), source })
+}
+
+/// The base URL of the controller (`https://host:port`); paths such as
+/// `/edge/client/v1` are re-added by the controller client.
+fn parse_api_url(url: &str) -> Result<reqwest::Url, IdentityError> {
+    let problem = |problem: &str| IdentityError::Field { field: "ztAPI", problem: problem.to_owned() };
+    let mut parsed = reqwest::Url::parse(url).map_err(|_| problem("is not a URL"))?;
+    if parsed.scheme() != "https" {
+        return Err(problem("is not an https URL"));
+    }
+    if parsed.host_str().is_none() {
+        return Err(problem("has no host"));
+    }
+    parsed.set_path("");
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    Ok(parsed)
+}
+
+/// Resolves `pem:...`, `file://...` or bare PEM into PEM bytes (zeroized when dropped).
+fn load_value(field: &'static str, value: Option<&str>) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
+    let value = value.filter(|v| !v.trim().is_empty()).ok_or(IdentityError::Missing(field))?;
+    if let Some(pem) = value.strip_prefix("pem:") {
+        Ok(Zeroizing::new(pem.as_bytes().to_vec()))
+    } else if let Some(path) = value.strip_prefix("file://") {
+        read_secret(&PathBuf::from(path)).map_err(|err| match err {
+            IdentityError::Read { path, source } => IdentityError::Field {
+                field,
+                problem: format!("names file {} that cannot be read: {source}", path.display()),
+            },
+            other => other,
+        })
+    } else if value.trim_start().starts_with("-----BEGIN") {
+        Ok(Zeroizing::new(value.as_bytes().to_vec()))
+    } else {
+        Err(IdentityError::Field { field, problem: "is neither `pem:...` nor `file://...`".to_owned() })
+    }
+}
+
+fn certificates(field: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| IdentityError::Field { field, problem: format!("is not valid PEM ({})", pem_problem(&err)) })?;
+    if certs.is_empty() {
+        return Err(IdentityError::Field { field, problem: "holds no certificate".to_owned() });
+    }
+    // Caught here, a broken certificate is named as such, rather than surfacing as a
+    // TLS failure on the first connection.
+    for (index, cert) in certs.iter().enumerate() {
+        if let Err(err) = <x509_cert::Certificate as x509_cert::der::Decode>::from_der(cert.as_ref()) {
+            return Err(IdentityError::Field {
+                field,
+                problem: format!("holds a certificate (#{}) that is not valid X.509 DER ({})", index + 1, err.kind()),
+            });
+        }
+    }
+    Ok(certs)
+}
+
+/// A description of a PEM error that never quotes the input.
+fn pem_problem(err: &pem::Error) -> &'static str {
+    match err {
+        pem::Error::MissingSectionEnd { .. } => "a section has no END line",
+        pem::Error::IllegalSectionStart { .. } => "a BEGIN line is malformed",
+        pem::Error::Base64Decode(_) => "bad base64",
+        pem::Error::NoItemsFound => "no matching PEM section",
+        pem::Error::SectionTooLarge => "a section is too large",
+        _ => "unreadable",
+    }
+}
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+mod tests;

@@ -1,0 +1,123 @@
+use rstest::rstest;
+
+use super::*;
+
+struct Material {
+    cert: String,
+    key: String,
+    ca: String,
+}
+
+fn material(alg: &'static rcgen::SignatureAlgorithm) -> Material {
+    let ca_key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = rcgen::CertificateParams::new(vec!["client".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    Material { cert: cert.pem(), key: key.serialize_pem(), ca: ca.pem() }
+}
+
+fn json(api: &str, cert: &str, key: &str, ca: &str) -> Vec<u8> {
+    serde_json::json!({ "ztAPI": api, "id": { "cert": cert, "key": key, "ca": ca } }).to_string().into_bytes()
+}
+
+fn inline(m: &Material) -> Vec<u8> {
+    json(
+        "https://127.0.0.1:1280/edge/client/v1",
+        &format!("pem:{}", m.cert),
+        &format!("pem:{}", m.key),
+        &format!("pem:{}", m.ca),
+    )
+}
+
+#[rstest]
+#[case::p256(&rcgen::PKCS_ECDSA_P256_SHA256)]
+#[case::p384(&rcgen::PKCS_ECDSA_P384_SHA384)]
+#[case::ed25519(&rcgen::PKCS_ED25519)]
+fn inline_pem_identity_loads(#[case] alg: &'static rcgen::SignatureAlgorithm) {
+    let identity = Identity::from_json(&inline(&material(alg))).unwrap();
+    assert_eq!(identity.api_urls()[0].as_str(), "https://127.0.0.1:1280/");
+    assert_eq!(identity.cert_chain().len(), 1);
+    assert_eq!(identity.ca().len(), 1);
+    crate::tls::client_config(&identity, &[]).expect("usable for TLS");
+}
+
+#[test]
+fn file_references_and_extra_controllers_are_read() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("cert.pem", &m.cert), ("key.pem", &m.key), ("ca.pem", &m.ca)] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let url = |name: &str| format!("file://{}", dir.path().join(name).display());
+    let mut value: serde_json::Value = serde_json::from_slice(&json(
+        "https://ctrl.example:443/edge/client/v1",
+        &url("cert.pem"),
+        &url("key.pem"),
+        &url("ca.pem"),
+    ))
+    .unwrap();
+    value["ztAPIs"] = serde_json::json!(["https://ctrl.example:443/edge/client/v1", "https://other.example:8441"]);
+    let file = dir.path().join("identity.json");
+    std::fs::write(&file, value.to_string()).unwrap();
+    let identity = Identity::from_file(&file).unwrap();
+    let urls: Vec<_> = identity.api_urls().iter().map(|u| u.as_str().to_owned()).collect();
+    assert_eq!(urls, ["https://ctrl.example/", "https://other.example:8441/"]);
+}
+
+#[test]
+fn debug_never_shows_the_key() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let shown = format!("{:?}", Identity::from_json(&inline(&m)).unwrap());
+    let key_line = m.key.lines().nth(1).unwrap();
+    assert!(!shown.contains(key_line));
+    assert!(shown.contains("<redacted>"), "{shown}");
+}
+
+enum Expect {
+    Json,
+    Missing(&'static str),
+    Field(&'static str),
+}
+
+#[rstest]
+#[case::not_json(b"{not json".to_vec(), Expect::Json)]
+#[case::no_api(br#"{"id":{}}"#.to_vec(), Expect::Missing("ztAPI"))]
+#[case::plain_http(json("http://127.0.0.1:1280", "pem:x", "pem:x", "pem:x"), Expect::Field("ztAPI"))]
+#[case::no_id(br#"{"ztAPI":"https://h:1"}"#.to_vec(), Expect::Missing("id"))]
+#[case::empty_cert(json("https://h:1", "", "pem:x", "pem:x"), Expect::Missing("id.cert"))]
+#[case::unknown_scheme(json("https://h:1", "pem:x", "vault:secret", "pem:x"), Expect::Field("id.key"))]
+#[case::missing_file(json("https://h:1", "file:///nonexistent/cert.pem", "pem:x", "pem:x"), Expect::Field("id.cert"))]
+fn bad_files_name_the_field(#[case] bytes: Vec<u8>, #[case] expect: Expect) {
+    let err = Identity::from_json(&bytes).unwrap_err();
+    match (expect, &err) {
+        (Expect::Json, IdentityError::Json { .. }) => {}
+        (Expect::Missing(want), IdentityError::Missing(got)) if want == *got => {}
+        (Expect::Field(want), IdentityError::Field { field, .. }) if want == *field => {}
+        _ => panic!("unexpected error: {err}"),
+    }
+}
+
+#[test]
+fn bad_keys_are_refused_without_echoing_them() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let secret = "c2VjcmV0LWtleS1ieXRlcw";
+    let broken = format!("pem:-----BEGIN PRIVATE KEY-----\n{secret}!!\n-----END PRIVATE KEY-----\n");
+    for key in [broken, format!("pem:{}", m.cert), "pem:just text".to_owned()] {
+        let bytes = json("https://h:1", &format!("pem:{}", m.cert), &key, &format!("pem:{}", m.ca));
+        let err = Identity::from_json(&bytes).unwrap_err();
+        assert!(matches!(err, IdentityError::Field { field: "id.key", .. }), "{err}");
+        assert!(!err.to_string().contains(secret), "{err}");
+    }
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_refused() {
+    let (a, b) = (material(&rcgen::PKCS_ECDSA_P256_SHA256), material(&rcgen::PKCS_ECDSA_P256_SHA256));
+    let mixed = json("https://h:1", &format!("pem:{}", a.cert), &format!("pem:{}", b.key), &format!("pem:{}", a.ca));
+    let identity = Identity::from_json(&mixed).unwrap();
+    let err = crate::tls::client_config(&identity, &[]).unwrap_err();
+    assert!(matches!(err, crate::Error::Identity(IdentityError::Field { field: "id.key", .. })), "{err}");
+}
