@@ -7,6 +7,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::error::{InstallError, ProviderError};
@@ -113,6 +114,11 @@ impl Enroller {
         }
     }
 
+    /// The context of an enrollment's log lines (and of whatever the adapters log).
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("enrollment", service = %self.service)
+    }
+
     /// Takes a lease's identity out of use (see [`IdentityInstaller::retire`]).
     pub async fn retire(&self, id: &IdentityId) {
         self.installer.retire(id).await;
@@ -122,7 +128,7 @@ impl Enroller {
         let leased = tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(EnrollError::Cancelled),
-            leased = self.provider.request_identity(self.service) => leased,
+            leased = self.provider.request_identity(self.service).instrument(self.span()) => leased,
         };
         let identity = match leased {
             Ok(identity) => identity,
@@ -131,7 +137,7 @@ impl Enroller {
         let received = Instant::now();
         let id = identity.id.clone();
         let expires_in = identity.expires_in;
-        if let Err(source) = self.installer.install(identity).await {
+        if let Err(source) = self.installer.install(identity).instrument(self.span()).await {
             // Nothing lost: a lease we cannot use goes back at once.
             if let Err(error) = self.provider.release(&id).await {
                 tracing::warn!(lease = %id, %error, "could not release an unusable lease; it will expire");

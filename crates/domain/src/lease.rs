@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::enrollment::{EnrollError, Enroller, Lease};
@@ -122,7 +123,7 @@ impl LeaseKeeper {
             let extended = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return self.end(lease, StopCause::Cancelled).await,
-                extended = self.provider.extend_lease(&lease.id) => extended,
+                extended = self.provider.extend_lease(&lease.id).instrument(lease_span(&lease)) => extended,
             };
             match extended {
                 Ok(expires_in) => {
@@ -168,14 +169,23 @@ impl LeaseKeeper {
     /// Takes the lease out of use, then gives it back (bounded by the policy's release
     /// timeout; a lease not given back expires by itself).
     async fn end(&self, lease: Lease, cause: StopCause) -> Stopped {
+        self.finish(&lease).instrument(lease_span(&lease)).await;
+        Stopped { lease: Some(lease.id), cause }
+    }
+
+    async fn finish(&self, lease: &Lease) {
         self.enroller.retire(&lease.id).await;
         match tokio::time::timeout(self.policy.release_timeout, self.provider.release(&lease.id)).await {
             Ok(Ok(())) => tracing::info!(lease = %lease.id, "lease released"),
             Ok(Err(error)) => tracing::warn!(lease = %lease.id, %error, "could not release the lease; it will expire"),
             Err(_) => tracing::warn!(lease = %lease.id, "releasing the lease timed out; it will expire"),
         }
-        Stopped { lease: Some(lease.id), cause }
     }
+}
+
+/// The context of one lease's calls and log lines.
+fn lease_span(lease: &Lease) -> tracing::Span {
+    tracing::info_span!("lease", id = %lease.id)
 }
 
 fn left(lease: &Lease) -> Option<Duration> {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use bytes::BytesMut;
 use rustls::ClientConfig;
@@ -144,12 +145,14 @@ impl Channel {
             received: AtomicU64::new(0),
             settings,
         });
-        tracing::debug!(router = address, router_id = %shared.router_id, "edge router channel up");
-        tokio::spawn(pump::write_loop(shared.clone(), writer, outbound_rx, control_rx));
-        tokio::spawn(pump::read_loop(shared.clone(), reader, codec, inbound, Instant::now()));
+        // Everything the channel's tasks log carries the router it talks to.
+        let span = tracing::info_span!("router", address, id = %shared.router_id);
+        tracing::debug!(parent: &span, "edge router channel up");
+        tokio::spawn(pump::write_loop(shared.clone(), writer, outbound_rx, control_rx).instrument(span.clone()));
+        tokio::spawn(pump::read_loop(shared.clone(), reader, codec, inbound, Instant::now()).instrument(span.clone()));
         let channel = Channel { shared };
         if let Some(interval) = settings.probe_interval {
-            tokio::spawn(pump::probe_loop(channel.clone(), interval));
+            tokio::spawn(pump::probe_loop(channel.clone(), interval).instrument(span));
         }
         Ok(channel)
     }
