@@ -454,3 +454,32 @@ fn ziti_management_unreachable_for_less_than_the_ttl_does_not_interrupt_service(
     assert!(status.success(), "{}", gateway.log());
     eprintln!("ziti-management cut for 10 s: {served} requests served, {failures} renewals failed meanwhile");
 }
+
+#[test]
+fn a_hundred_concurrent_go_dialers_are_all_served() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let mut gateway = Gateway::start(&network, &[]);
+    gateway.wait_ready(Duration::from_secs(60));
+    let proxy = TunnelProxy::start(&network);
+    proxy.get_ok("/warm-up", Duration::from_secs(30));
+
+    // `ziti tunnel proxy` dials the service once per TCP connection: 100 Go dials at once.
+    let barrier = Arc::new(std::sync::Barrier::new(100));
+    let requests: Vec<_> = (0..100)
+        .map(|n| {
+            let (addr, barrier) = (proxy.addr.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                support::blocking_get(&addr, &format!("/conn/{n}"))
+            })
+        })
+        .collect();
+    for (n, request) in requests.into_iter().enumerate() {
+        let (status, body) = request.join().unwrap().unwrap_or_else(|err| panic!("request {n}: {err}"));
+        assert_eq!(status, 200, "request {n}: {body}");
+        assert!(body.contains(&format!("\"path\":\"/conn/{n}\"")), "request {n} got another's answer: {body}");
+    }
+    let (status, _) = gateway.terminate();
+    assert!(status.success(), "{}", gateway.log());
+}
