@@ -141,44 +141,63 @@ impl ZitiNetwork {
     /// # Panics
     /// When the router cannot be found, started, or does not come back within `within`.
     pub fn restart_router(&self, within: Duration) {
-        let config = self.router_config.to_string_lossy().into_owned();
-        let pids: Vec<u32> = std::fs::read_dir("/proc")
-            .map(|entries| {
-                entries
-                    .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|pid| {
-                        std::fs::read(format!("/proc/{pid}/cmdline"))
-                            .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
-                            .is_ok_and(|cmdline| cmdline.contains("router run") && cmdline.contains(&config))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert!(!pids.is_empty(), "no running router with {config}");
-        for pid in &pids {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        }
+        self.stop_router(within);
+        self.start_router();
         let deadline = Instant::now() + within;
-        while pids.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid)) {
-            assert!(Instant::now() < deadline, "the router did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let log = std::fs::File::options().append(true).create(true).open(self.home.join("router.log"));
-        let mut command = self.ziti();
-        command.current_dir(&self.home).args(["router", "run", &config]).stdin(std::process::Stdio::null());
-        if let Ok(log) = log {
-            if let Ok(copy) = log.try_clone() {
-                command.stdout(copy).stderr(log);
-            }
-        }
-        // Detached: it outlives the test, and `ziti-down` stops it (it runs in the home);
-        // whoever inherits it reaps it.
-        #[allow(clippy::zombie_processes)]
-        command.spawn().unwrap_or_else(|err| panic!("restarting the router: {err}"));
         while !self.router_online() {
             assert!(Instant::now() < deadline, "the router did not come back online within {within:?}");
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Stops the edge router (SIGTERM, as an operator would) and waits until it is gone.
+    ///
+    /// # Panics
+    /// When no router of this network runs, or it does not stop within `within`.
+    pub fn stop_router(&self, within: Duration) {
+        let pids = self.router_pids();
+        assert!(!pids.is_empty(), "no router of this network runs (cargo xtask ziti-up starts one)");
+        for pid in &pids {
+            // It may exit on its own meanwhile; then there is nothing to signal.
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let deadline = Instant::now() + within;
+        while !self.router_pids().is_empty() {
+            assert!(Instant::now() < deadline, "the router did not stop within {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the edge router as `ziti-up` does (from the network's home, so that
+    /// `ziti-down` stops it) unless one runs, and records its pid in place of the old.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    #[allow(clippy::zombie_processes)] // it outlives the test process; `ziti-down` stops it
+    pub fn start_router(&self) {
+        use std::os::unix::process::CommandExt;
+        if !self.router_pids().is_empty() {
+            return;
+        }
+        let log = std::fs::File::options().create(true).append(true).open(self.home.join("router.log"));
+        let log = log.unwrap_or_else(|err| panic!("opening the router log: {err}"));
+        let child = self
+            .ziti()
+            .current_dir(&self.home)
+            .args(["router", "run"])
+            .arg(&self.router_config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap_or_else(|err| panic!("router log: {err}")))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting the router: {err}"));
+        let pid_file = self.home.join("pids");
+        let recorded = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        let mut updated: String =
+            recorded.lines().filter(|line| !line.starts_with("router ")).map(|line| format!("{line}\n")).collect();
+        updated.push_str(&format!("router {}\n", child.id()));
+        std::fs::write(&pid_file, updated).unwrap_or_else(|err| panic!("updating {}: {err}", pid_file.display()));
     }
 
     /// Whether the controller sees the edge router online.
@@ -193,12 +212,25 @@ impl ZitiNetwork {
         let text = String::from_utf8_lossy(&out.stdout).replace(char::is_whitespace, "");
         out.status.success() && text.contains("\"isOnline\":true")
     }
-}
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(true)
+    /// The live router processes of this network, found by their command line (a
+    /// recorded pid is stale once a test restarted the router).
+    fn router_pids(&self) -> Vec<u32> {
+        let config = self.router_config.to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .filter_map(|entry| {
+                let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let args: Vec<String> =
+                    cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                let is_router = args.windows(3).any(|w| w[0] == "router" && w[1] == "run" && w[2] == config);
+                let alive =
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "));
+                (is_router && alive).then_some(pid)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,5 @@ mod inspect;
 mod plain;
 mod rebind;
 mod relogin;
-mod router;
 mod session;
 mod support;

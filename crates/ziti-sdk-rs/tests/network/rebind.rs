@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ziti_sdk::{ZitiContext, ZitiListener};
 
-use crate::router;
 use crate::support::{TestIdentity, exclusive_service, host_role, network, within};
 
 /// Accepts one connection and echoes 4 bytes.
@@ -50,11 +49,12 @@ async fn listener_binds_again_after_the_router_restarts() {
     })
     .await;
 
-    router::stop(&network).await;
+    let stopping = network.clone();
+    tokio::task::spawn_blocking(move || stopping.stop_router(Duration::from_secs(20))).await.unwrap();
     within("the listener to notice", Duration::from_secs(20), listener.wait_bound(false)).await;
     let unreachable = within("dial without a router", Duration::from_secs(30), client.dial(&service)).await;
     assert!(matches!(unreachable, Err(ziti_sdk::Error::NoRouterReachable { .. })), "{unreachable:?}");
-    router::start(&network);
+    network.start_router();
     within("the listener to bind again", Duration::from_secs(90), listener.wait_bound(true)).await;
 
     let (_, ()) = within("echo after", Duration::from_secs(60), async {
