@@ -60,7 +60,7 @@ fn test(root: &Path) -> Result<()> {
     step("building the workspace and its tests");
     cargo(root, &["test", "--workspace", "--all-targets", "--locked", "--no-run"])?;
     step("starting the OpenZiti network the end-to-end tests run against");
-    let network = ziti_net::up(root)?;
+    let network = ziti_net::up_with(root, ziti_net::Management::BuiltByTests)?;
     step("cargo test --workspace (unit, gRPC integration, gateway binary, real OpenZiti network)");
     let tested = cargo(root, &["test", "--workspace", "--all-targets", "--locked"]);
     if network == ziti_net::Outcome::Started {

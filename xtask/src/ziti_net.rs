@@ -6,8 +6,8 @@
 //! restarted by tests). Then the project's service and policies are provisioned, a
 //! client identity enrolled, and `ziti-management` started against the controller.
 
-mod cli;
-mod layout;
+pub(crate) mod cli;
+pub(crate) mod layout;
 mod locate;
 mod process;
 mod provision;
@@ -44,7 +44,21 @@ pub enum Outcome {
     Started,
 }
 
+/// Where ziti-management's executable comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Management {
+    /// Built now (`cargo build -p zitimgmt-server`).
+    Build,
+    /// As the test build left it (`cargo test --no-run` builds it for its own tests);
+    /// building it again with another feature set would recompile half the tree.
+    BuiltByTests,
+}
+
 pub fn up(root: &Path) -> Result<Outcome> {
+    up_with(root, Management::Build)
+}
+
+pub fn up_with(root: &Path, management: Management) -> Result<Outcome> {
     let layout = Layout::new(root);
     if is_running(&layout) {
         crate::step("an OpenZiti network is already running; reusing it");
@@ -56,7 +70,7 @@ pub fn up(root: &Path) -> Result<Outcome> {
         down(root)?;
     }
     let started = Instant::now();
-    if let Err(err) = start(root, &layout) {
+    if let Err(err) = start(root, &layout, management) {
         // Leave nothing half-started behind; the error carries the failing process's log.
         let _ = down(root);
         return Err(err);
@@ -85,9 +99,18 @@ pub fn down(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start(root: &Path, layout: &Layout) -> Result<()> {
+fn start(root: &Path, layout: &Layout, management: Management) -> Result<()> {
     let ziti = locate::ziti_binary(root)?;
-    let management = crate::build_binary(root, "zitimgmt-server", "ziti-management")?;
+    let management = match management {
+        Management::Build => crate::build_binary(root, "zitimgmt-server", "ziti-management")?,
+        Management::BuiltByTests => {
+            let binary = crate::target_dir(root).join("debug/ziti-management");
+            if !binary.is_file() {
+                bail!("{} is missing: the test build should have made it", binary.display());
+            }
+            binary
+        }
+    };
     fs::create_dir_all(&layout.home)?;
     fs::set_permissions(&layout.home, fs::Permissions::from_mode(0o700))?;
     let ports = Ports {
