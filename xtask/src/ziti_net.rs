@@ -203,8 +203,10 @@ fn is_running(layout: &Layout) -> bool {
     let Ok(recorded) = fs::read_to_string(layout.pids()) else { return false };
     let pids: Vec<u32> = recorded.lines().filter_map(|line| line.split_whitespace().nth(1)?.parse().ok()).collect();
     let env = fs::read_to_string(layout.env_file()).unwrap_or_default();
-    let admin =
-        env.lines().find_map(|line| line.strip_prefix("ZITI_MANAGEMENT_ADMIN_ADDR=")).map(|v| v.trim_matches('\''));
+    let admin = env
+        .lines()
+        .find_map(|line| line.strip_prefix("export ZITI_MANAGEMENT_ADMIN_ADDR="))
+        .map(|v| v.trim_matches('\''));
     pids.len() == 3
         && pids.iter().all(|pid| process::is_ours(*pid, &layout.marker()))
         && admin.is_some_and(|admin| crate::smoke::get(admin, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
