@@ -10,7 +10,11 @@
 //!   (controller, edge router, ziti-management), described in `target/ziti-net/env`.
 //! - `test`: every test of the workspace against that network (started for the run
 //!   unless one is up already), then a smoke run of the README's gateway command.
+//! - `bench [--quick] [--reps N] [--idle N] [--bulk-mib N] [--no-gateway]`: the Rust
+//!   SDK's echo host against the Go SDK's on that network (release build); writes the
+//!   results into BENCHMARKS.md and docs/benchmarks.svg.
 
+mod bench;
 mod buf;
 mod contract;
 mod proto;
@@ -22,7 +26,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <regen-proto [--check] | install-buf | proto-lint | proto-breaking | ziti-up | ziti-down | test>";
+const USAGE: &str = "usage: cargo xtask <regen-proto [--check] | install-buf | proto-lint | proto-breaking | ziti-up | ziti-down | test | bench [--quick] [--reps N] [--idle N] [--bulk-mib N] [--no-gateway]>";
 
 fn main() -> ExitCode {
     match run() {
@@ -46,6 +50,7 @@ fn run() -> Result<()> {
         ["ziti-up"] => ziti_net::up(&workspace_root()?).map(|_| ()),
         ["ziti-down"] => ziti_net::down(&workspace_root()?),
         ["test"] => test(&workspace_root()?),
+        ["bench", options @ ..] => bench::run(&workspace_root()?, options),
         [] => bail!("no task given\n{USAGE}"),
         other => bail!("unknown task {:?}\n{USAGE}", other.join(" ")),
     }
