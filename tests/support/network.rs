@@ -200,12 +200,14 @@ impl ZitiNetwork {
         std::fs::write(&pid_file, updated).unwrap_or_else(|err| panic!("updating {}: {err}", pid_file.display()));
     }
 
-    /// Whether the controller sees the edge router online.
+    /// Whether the controller sees the network's edge router online.
     pub fn router_online(&self) -> bool {
-        let Ok(out) = self
-            .ziti()
-            .args(["edge", "list", "edge-routers", &format!("name=\"{}\"", self.router_name), "-j"])
-            .output()
+        self.edge_router_online(&self.router_name)
+    }
+
+    /// Whether the controller sees the edge router `name` online.
+    pub fn edge_router_online(&self, name: &str) -> bool {
+        let Ok(out) = self.ziti().args(["edge", "list", "edge-routers", &format!("name=\"{name}\""), "-j"]).output()
         else {
             return false;
         };
@@ -230,6 +232,98 @@ impl ZitiNetwork {
                 (is_router && alive).then_some(pid)
             })
             .collect()
+    }
+}
+
+/// A second edge router on the network (for multi-router tests), stopped and deleted
+/// from the controller when dropped.
+#[derive(Debug)]
+pub struct ExtraRouter {
+    network: ZitiNetwork,
+    pub name: String,
+    child: std::process::Child,
+}
+
+impl ZitiNetwork {
+    /// Creates, enrolls and runs another edge router `name` (attribute `public`, so the
+    /// network's `#all` policies cover it) on a free loopback port, and waits until the
+    /// controller sees it online.
+    ///
+    /// # Panics
+    /// When any step fails or it is not online within `within`.
+    pub fn start_extra_router(&self, name: &str, within: Duration) -> ExtraRouter {
+        use std::os::unix::process::CommandExt;
+        let dir = self.home.join(name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        let jwt = dir.join(format!("{name}.jwt"));
+        let config = dir.join(format!("{name}.yaml"));
+        let ctrl_port = self.ctrl_url.rsplit(':').next().unwrap_or_default().to_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|probe| probe.local_addr())
+            .map(|addr| addr.port().to_string())
+            .unwrap_or_else(|err| panic!("a free port: {err}"));
+        let run = |command: &mut Command, what: &str| {
+            let out = command.output().unwrap_or_else(|err| panic!("{what}: {err}"));
+            assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = self.ziti().args(["edge", "delete", "edge-router", name]).output(); // a leftover
+        run(
+            self.ziti().args(["edge", "create", "edge-router", name, "-a", "public", "-o"]).arg(&jwt),
+            "ziti edge create edge-router",
+        );
+        run(
+            self.ziti()
+                .args([
+                    "create",
+                    "config",
+                    "router",
+                    "edge",
+                    "--routerName",
+                    name,
+                    "--tunnelerMode",
+                    "none",
+                    "--output",
+                ])
+                .arg(&config)
+                .env("ZITI_HOME", &dir)
+                .env("ZITI_CTRL_ADVERTISED_ADDRESS", "127.0.0.1")
+                .env("ZITI_CTRL_ADVERTISED_PORT", &ctrl_port)
+                .env("ZITI_ROUTER_ADVERTISED_ADDRESS", "127.0.0.1")
+                .env("ZITI_ROUTER_PORT", &port)
+                .env("ZITI_ROUTER_LISTENER_BIND_PORT", &port),
+            "ziti create config router",
+        );
+        // As ziti-up does: the template binds 0.0.0.0 with no variable to change it.
+        let text = std::fs::read_to_string(&config).unwrap_or_default();
+        std::fs::write(&config, text.replace("0.0.0.0:", "127.0.0.1:")).unwrap_or_else(|err| panic!("{err}"));
+        run(self.ziti().args(["router", "enroll"]).arg(&config).arg("--jwt").arg(&jwt), "ziti router enroll");
+        let log = std::fs::File::create(dir.join("router.log")).unwrap_or_else(|err| panic!("router log: {err}"));
+        let child = self
+            .ziti()
+            .current_dir(&self.home)
+            .args(["router", "run"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap_or_else(|err| panic!("router log: {err}")))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {name}: {err}"));
+        let router = ExtraRouter { network: self.clone(), name: name.to_owned(), child };
+        let deadline = Instant::now() + within;
+        while !self.edge_router_online(name) {
+            assert!(Instant::now() < deadline, "{name} did not come online within {within:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        router
+    }
+}
+
+impl Drop for ExtraRouter {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let _ = self.network.ziti().args(["edge", "delete", "edge-router", &self.name]).output();
     }
 }
 

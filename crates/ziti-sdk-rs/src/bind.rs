@@ -56,15 +56,68 @@ impl BindHandle {
     }
 }
 
-/// Binds `service`: returns once the router reports the terminator created.
-pub(crate) async fn bind(context: &ZitiContext, service: &str) -> Result<Binding, Error> {
+/// Binds `service` on every online router the controller offers for it (one terminator
+/// each, so dials keep reaching us while any of them is up). Fails only when no router
+/// would take the Bind; then with the first router's error.
+pub(crate) async fn bind_everywhere(context: &ZitiContext, service: &str) -> Result<Vec<Binding>, Error> {
+    let (info, session) = bind_session(context, service).await?;
+    let mut addresses: Vec<String> =
+        session.edge_routers.iter().filter(|r| r.is_online).filter_map(|r| r.tls_address()).collect();
+    addresses.dedup();
+    if addresses.is_empty() {
+        // No router flagged online (the flag may lag): let the usual choice try them all.
+        let channel = context.inner.channel_for(service, &session).await?;
+        return Ok(vec![bind_with(context, &info, &session, channel).await?]);
+    }
+    let mut bindings = Vec::new();
+    let mut first_error = None;
+    for address in &addresses {
+        let bound = match context.inner.channel_to(service, address).await {
+            Ok(channel) => bind_with(context, &info, &session, channel).await,
+            Err(err) => Err(err),
+        };
+        match bound {
+            Ok(binding) => bindings.push(binding),
+            Err(err) => {
+                tracing::warn!(service, router = %address, %err, "could not bind on this router");
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    match first_error {
+        Some(err) if bindings.is_empty() => Err(err),
+        _ => Ok(bindings),
+    }
+}
+
+/// Binds `service` on the router at `address` again (after its channel was lost).
+pub(crate) async fn bind_on(context: &ZitiContext, service: &str, address: &str) -> Result<Binding, Error> {
+    let (info, session) = bind_session(context, service).await?;
+    let channel = context.inner.channel_to(service, address).await?;
+    bind_with(context, &info, &session, channel).await
+}
+
+async fn bind_session(
+    context: &ZitiContext,
+    service: &str,
+) -> Result<(crate::controller::Service, crate::controller::ServiceSession), Error> {
     let info = context.service(service).await?;
     if !info.can(SessionType::Bind) {
         return Err(Error::NotAuthorized { service: service.to_owned(), action: "bind" });
     }
+    let (session, _) = context.inner.service_session(&info, SessionType::Bind).await?;
+    Ok((info, session))
+}
+
+/// Sends the Bind on `channel`: returns once the router reports the terminator created.
+async fn bind_with(
+    context: &ZitiContext,
+    info: &crate::controller::Service,
+    session: &crate::controller::ServiceSession,
+    channel: Channel,
+) -> Result<Binding, Error> {
+    let service = info.name.as_str();
     let inner = &context.inner;
-    let (session, _) = inner.service_session(&info, SessionType::Bind).await?;
-    let channel = inner.channel_for(service, &session).await?;
     let keys = info.encryption_required.then(KeyPair::generate);
     let (bind_id, mut inbox) = channel.register(ConnKind::Bind);
     let request = edge::bind(bind_id, &session.token, keys.as_ref().map(KeyPair::public));
@@ -89,7 +142,7 @@ pub(crate) async fn bind(context: &ZitiContext, service: &str) -> Result<Binding
     Ok(Binding {
         context: context.clone(),
         service: service.to_owned(),
-        handle: BindHandle { channel, bind_id, token: session.token },
+        handle: BindHandle { channel, bind_id, token: session.token.clone() },
         keys,
         inbox,
         early,

@@ -1,6 +1,7 @@
 //! Hosting a service: [`ZitiContext::listen`] and the listener that hands out connections.
-//! When the channel to the router is lost the service is bound again, with backoff; when
-//! the router itself ends the Bind, `accept` reports it.
+//! It binds on every online edge router offered; when a channel to a router is lost the
+//! service is bound there again, with backoff; when the router itself ends the Bind,
+//! `accept` reports it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::accept::{Accepted, Ended, serve};
-use crate::bind::{BindHandle, Binding, bind};
+use crate::bind::{BindHandle, Binding, bind_everywhere, bind_on};
 use crate::conn::ZitiConn;
 use crate::context::ZitiContext;
 use crate::error::Error;
@@ -17,75 +18,95 @@ use crate::error::Error;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// A hosted service. Dropping it (or [`ZitiListener::close`]) unbinds.
+/// A hosted service: one Bind per edge router. Dropping it (or
+/// [`ZitiListener::close`]) unbinds them all.
 #[derive(Debug)]
 pub struct ZitiListener {
     service: String,
     accepted: mpsc::Receiver<Result<ZitiConn, Error>>,
-    task: JoinHandle<()>,
-    current: Arc<Mutex<Option<BindHandle>>>,
+    tasks: Vec<JoinHandle<()>>,
+    binds: Arc<Binds>,
     bound: watch::Receiver<bool>,
 }
 
-impl ZitiContext {
-    /// Hosts `service`: returns once the router has created the terminator.
-    pub async fn listen(&self, service: &str) -> Result<ZitiListener, Error> {
-        let binding = bind(self, service).await?;
-        let (accepted_tx, accepted) = mpsc::channel(self.inner.options.accept_backlog.max(1));
-        let current = Arc::new(Mutex::new(Some(binding.handle.clone())));
-        let (bound_tx, bound) = watch::channel(true);
-        let task = tokio::spawn(supervise(binding, accepted_tx, current.clone(), bound_tx));
-        Ok(ZitiListener { service: service.to_owned(), accepted, task, current, bound })
+/// The live Bind on each router (by slot), and whether any of them is up.
+#[derive(Debug)]
+struct Binds {
+    handles: Mutex<Vec<Option<BindHandle>>>,
+    any_bound: watch::Sender<bool>,
+}
+
+impl Binds {
+    fn set(&self, slot: usize, handle: Option<BindHandle>) {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        handles[slot] = handle;
+        let any = handles.iter().any(Option::is_some);
+        self.any_bound.send_if_modified(|bound| std::mem::replace(bound, any) != any);
+    }
+
+    fn take_all(&self) -> Vec<BindHandle> {
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner).iter_mut().filter_map(Option::take).collect()
     }
 }
 
-fn set(current: &Mutex<Option<BindHandle>>, handle: Option<BindHandle>) {
-    *current.lock().unwrap_or_else(PoisonError::into_inner) = handle;
+impl ZitiContext {
+    /// Hosts `service` on every online edge router the controller offers for it:
+    /// returns once each has created its terminator (or refused; one is enough).
+    pub async fn listen(&self, service: &str) -> Result<ZitiListener, Error> {
+        let bindings = bind_everywhere(self, service).await?;
+        let (accepted_tx, accepted) = mpsc::channel(self.inner.options.accept_backlog.max(1));
+        let (any_bound, bound) = watch::channel(true);
+        let binds = Arc::new(Binds {
+            handles: Mutex::new(bindings.iter().map(|binding| Some(binding.handle.clone())).collect()),
+            any_bound,
+        });
+        let tasks = bindings
+            .into_iter()
+            .enumerate()
+            .map(|(slot, binding)| tokio::spawn(supervise(binding, slot, accepted_tx.clone(), binds.clone())))
+            .collect();
+        Ok(ZitiListener { service: service.to_owned(), accepted, tasks, binds, bound })
+    }
 }
 
-/// Serves the Bind; binds again after a lost channel; reports what cannot be retried.
-async fn supervise(
-    mut binding: Binding,
-    accepted: Accepted,
-    current: Arc<Mutex<Option<BindHandle>>>,
-    bound: watch::Sender<bool>,
-) {
+/// Serves one router's Bind; binds there again after a lost channel; reports what
+/// cannot be retried.
+async fn supervise(mut binding: Binding, slot: usize, accepted: Accepted, binds: Arc<Binds>) {
+    let router = binding.handle.channel.router().to_owned();
     loop {
         let ended = serve(&mut binding, &accepted).await;
-        let _ = bound.send(false);
         let lost = match ended {
             Ended::ListenerGone => return,
             Ended::Closed(err) => {
                 binding.handle.unbind().await;
-                set(&current, None);
+                binds.set(slot, None);
                 let _ = accepted.send(Err(err)).await;
                 return;
             }
             Ended::Lost(err) => err,
         };
-        set(&current, None);
-        tracing::warn!(service = %binding.service, err = %lost, "lost the bind; binding again");
+        binds.set(slot, None);
+        tracing::warn!(service = %binding.service, %router, err = %lost, "lost the bind; binding again");
         let mut delay = FIRST_RETRY;
         binding = loop {
             if accepted.is_closed() {
                 return;
             }
-            match bind(&binding.context, &binding.service).await {
+            match bind_on(&binding.context, &binding.service, &router).await {
                 Ok(fresh) => break fresh,
                 Err(err) if is_final(&err) => {
                     let _ = accepted.send(Err(err)).await;
                     return;
                 }
                 Err(err) => {
-                    tracing::warn!(service = %binding.service, %err, retry_in = ?delay, "binding again failed");
+                    tracing::warn!(service = %binding.service, %router, %err, retry_in = ?delay, "binding again failed");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY);
                 }
             }
         };
-        set(&current, Some(binding.handle.clone()));
-        let _ = bound.send(true);
-        tracing::info!(service = %binding.service, "service bound again");
+        binds.set(slot, Some(binding.handle.clone()));
+        tracing::info!(service = %binding.service, %router, "service bound again");
     }
 }
 
@@ -115,7 +136,8 @@ impl ZitiListener {
         &self.service
     }
 
-    /// Whether a terminator exists now (false while binding again after a lost channel).
+    /// Whether a terminator exists now on some router (false while every Bind is being
+    /// made again after lost channels).
     pub fn is_bound(&self) -> bool {
         *self.bound.borrow()
     }
@@ -131,11 +153,12 @@ impl ZitiListener {
         let _ = self.bound.wait_for(|now| *now == bound).await;
     }
 
-    /// Unbinds and waits until the request is queued to the router.
+    /// Unbinds and waits until the requests are queued to the routers.
     pub async fn close(self) {
-        self.task.abort();
-        let handle = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(handle) = handle {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for handle in self.binds.take_all() {
             handle.unbind().await;
         }
     }
@@ -143,8 +166,10 @@ impl ZitiListener {
 
 impl Drop for ZitiListener {
     fn drop(&mut self) {
-        self.task.abort();
-        if let Some(handle) = self.current.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for handle in self.binds.take_all() {
             handle.unbind_soon();
         }
     }

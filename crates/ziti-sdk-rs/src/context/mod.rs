@@ -225,6 +225,17 @@ impl Inner {
         self.routers.channel_for(service, session, &api, self.router_tls.clone(), settings).await
     }
 
+    /// A channel to the router at `address`.
+    pub(crate) async fn channel_to(&self, service: &str, address: &str) -> Result<Channel, Error> {
+        let api = self.session();
+        let settings = ChannelSettings {
+            budget: self.options.receive_budget,
+            stall: self.options.receive_stall_limit,
+            probe_interval: self.options.latency_probe_interval,
+        };
+        self.routers.channel_to(service, address, &api, self.router_tls.clone(), settings).await
+    }
+
     pub(crate) fn close_channels(&self) {
         self.routers.close_all();
     }

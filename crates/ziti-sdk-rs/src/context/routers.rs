@@ -60,6 +60,33 @@ impl Routers {
         Err(Error::NoRouterReachable { service: service.to_owned(), tried: tried.join(", ") })
     }
 
+    /// A channel to the router at `address` (the open one, or a new one).
+    pub(super) async fn channel_to(
+        &self,
+        service: &str,
+        address: &str,
+        api: &ApiSession,
+        tls: Arc<ClientConfig>,
+        settings: ChannelSettings,
+    ) -> Result<Channel, Error> {
+        if let Some(channel) = self.open(address) {
+            return Ok(channel);
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(channel) = self.open(address) {
+            return Ok(channel);
+        }
+        match Channel::connect(address, tls, &api.token, &api.identity_id, settings).await {
+            Ok(channel) => {
+                lock(&self.channels).insert(address.to_owned(), channel.clone());
+                Ok(channel)
+            }
+            Err(err) => {
+                Err(Error::NoRouterReachable { service: service.to_owned(), tried: format!("{address} ({err})") })
+            }
+        }
+    }
+
     pub(super) fn open_channels(&self) -> Vec<Channel> {
         lock(&self.channels).values().filter(|c| !c.is_closed()).cloned().collect()
     }

@@ -10,5 +10,6 @@ mod inspect;
 mod plain;
 mod rebind;
 mod relogin;
+mod routers;
 mod session;
 mod support;
