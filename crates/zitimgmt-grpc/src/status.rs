@@ -96,7 +96,7 @@ pub(crate) fn describe(rpc: Rpc, status: &Status, target: &str) -> String {
 }
 
 /// The canonical upper-case name, as gRPC tooling prints it (tonic's `Display` gives prose).
-pub(crate) fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
