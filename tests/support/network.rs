@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 pub const ENV_FILE: &str = "target/ziti-net/env";
 
 /// The variables of the env file, each read once here.
-const VARIABLES: [&str; 14] = [
+const VARIABLES: [&str; 15] = [
     "ZITI_BIN",
+    "ZITI_VERSION",
     "ZITI_CTRL_URL",
     "ZITI_CTRL_CA",
     "ZITI_ADMIN_USER",
@@ -37,6 +38,8 @@ const VARIABLES: [&str; 14] = [
 pub struct ZitiNetwork {
     /// The `ziti` executable (controller, router, CLI, Go SDK peers).
     pub ziti_bin: PathBuf,
+    /// The OpenZiti release the network runs, e.g. `v1.6.20`.
+    pub version: String,
     /// The controller's API base, e.g. `https://127.0.0.1:1280`.
     pub ctrl_url: String,
     /// The network's root CA (PEM).
@@ -94,6 +97,7 @@ impl ZitiNetwork {
         let take = |name: &str| values.get(name).cloned().unwrap_or_default();
         Ok(Self {
             ziti_bin: take("ZITI_BIN").into(),
+            version: take("ZITI_VERSION"),
             ctrl_url: take("ZITI_CTRL_URL"),
             ctrl_ca: take("ZITI_CTRL_CA").into(),
             admin_user: take("ZITI_ADMIN_USER"),
@@ -110,6 +114,13 @@ impl ZitiNetwork {
         })
     }
 
+    /// Whether this release's edge routers tell a host who dialed it, from the dialer's
+    /// session (headers 1034/1035, OpenZiti v2 and later), rather than passing on only
+    /// what the dialing SDK claims (header 1008, v1.x).
+    pub fn routers_vouch_for_dialers(&self) -> bool {
+        vouches_for_dialers(&self.version)
+    }
+
     /// The `ziti` executable with the network's logged-in CLI configuration.
     pub fn ziti(&self) -> Command {
         let mut command = Command::new(&self.ziti_bin);
@@ -124,6 +135,11 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// `KEY=VALUE` lines, values optionally single-quoted (as `ziti-up` writes them).
+fn vouches_for_dialers(version: &str) -> bool {
+    let major = version.trim_start_matches('v').split('.').next().and_then(|major| major.parse::<u32>().ok());
+    major.is_some_and(|major| major >= 2)
+}
+
 fn parse_env(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|line| line.trim().strip_prefix("export ").unwrap_or(line.trim()).split_once('='))
@@ -338,5 +354,13 @@ mod tests {
         assert_eq!(parsed["ZITI_ADMIN_USER"], "admin");
         assert_eq!(parsed["ZITI_X"], "it's");
         assert!(!parsed.contains_key("# comment"));
+    }
+
+    #[test]
+    fn v2_routers_vouch_for_dialers_and_v1_routers_do_not() {
+        assert!(vouches_for_dialers("v2.0.0-pre12"));
+        assert!(vouches_for_dialers("v3.1.0"));
+        assert!(!vouches_for_dialers("v1.6.20"));
+        assert!(!vouches_for_dialers(""));
     }
 }

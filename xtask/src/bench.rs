@@ -129,7 +129,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<()> {
     }
     let layout = Layout::new(root);
     if !serving(&layout) {
-        crate::ziti_net::up(root)?;
+        crate::ziti_net::up(root, crate::ziti_net::locate::wanted_version(None)?.as_deref())?;
     }
     let env = std::fs::read_to_string(layout.env_file()).context("reading target/ziti-net/env")?;
     let ziti = PathBuf::from(env_value(&env, "ZITI_BIN").context("no ZITI_BIN in the env file")?);

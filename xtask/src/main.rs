@@ -6,10 +6,15 @@
 //!   and print the directory to put on the PATH.
 //! - `proto-lint` / `proto-breaking`: `buf lint` on the contract, and `buf breaking`
 //!   against the contract as it was before the change under review (from git).
-//! - `ziti-up` / `ziti-down`: start or stop a real OpenZiti network on loopback
-//!   (controller, edge router, ziti-management), described in `target/ziti-net/env`.
-//! - `test`: every test of the workspace against that network (started for the run
-//!   unless one is up already), then a smoke run of the README's gateway command.
+//! - `ziti-up [--ziti-version V]` / `ziti-down`: start or stop a real OpenZiti network
+//!   on loopback (controller, edge router, ziti-management), described in
+//!   `target/ziti-net/env`; the release is `--ziti-version`, else `ZITI_VERSION`, else
+//!   the `ziti` found first (v1.6.20 from `../shared`).
+//! - `test [--ziti-version V] [--network-only]`: every test of the workspace against
+//!   that network (started for the run unless one of that version is up already), then
+//!   a smoke run of the README's gateway command; `--network-only` runs just the suites
+//!   that talk to the network (SDK, gateway overlay, ziti-management), e.g. on a
+//!   second OpenZiti release.
 //! - `bench [--quick] [--reps N] [--idle N] [--bulk-mib N] [--no-gateway]`: the Rust
 //!   SDK's echo host against the Go SDK's on that network (release build); writes the
 //!   results into BENCHMARKS.md and docs/benchmarks.svg.
@@ -26,7 +31,14 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <regen-proto [--check] | install-buf | proto-lint | proto-breaking | ziti-up | ziti-down | test | bench [--quick] [--reps N] [--idle N] [--bulk-mib N] [--no-gateway]>";
+const USAGE: &str = "usage: cargo xtask <regen-proto [--check] | install-buf | proto-lint | proto-breaking | ziti-up [--ziti-version V] | ziti-down | test [--ziti-version V] [--network-only] | bench [--quick] [--reps N] [--idle N] [--bulk-mib N] [--no-gateway]>";
+
+/// The test targets that run against the real network, as `cargo test` arguments.
+const NETWORK_SUITES: [&[&str]; 3] = [
+    &["-p", "ziti-sdk-rs", "--test", "network"],
+    &["-p", "gateway-bin", "--test", "overlay"],
+    &["-p", "zitimgmt-server", "--tests"],
+];
 
 fn main() -> ExitCode {
     match run() {
@@ -47,9 +59,12 @@ fn run() -> Result<()> {
         ["install-buf"] => install_buf(&workspace_root()?),
         ["proto-lint"] => contract::lint(&workspace_root()?),
         ["proto-breaking"] => contract::breaking(&workspace_root()?),
-        ["ziti-up"] => ziti_net::up(&workspace_root()?).map(|_| ()),
+        ["ziti-up", options @ ..] => {
+            let options = TestOptions::parse(options, false)?;
+            ziti_net::up(&workspace_root()?, options.version.as_deref()).map(|_| ())
+        }
         ["ziti-down"] => ziti_net::down(&workspace_root()?),
-        ["test"] => test(&workspace_root()?),
+        ["test", options @ ..] => test(&workspace_root()?, &TestOptions::parse(options, true)?),
         ["bench", options @ ..] => bench::run(&workspace_root()?, options),
         [] => bail!("no task given\n{USAGE}"),
         other => bail!("unknown task {:?}\n{USAGE}", other.join(" ")),
@@ -61,25 +76,89 @@ fn workspace_root() -> Result<PathBuf> {
     manifest_dir.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }
 
-fn test(root: &Path) -> Result<()> {
+/// The options of `test` (and `ziti-up`, which takes only the version).
+#[derive(Debug, Default)]
+struct TestOptions {
+    version: Option<String>,
+    network_only: bool,
+}
+
+impl TestOptions {
+    fn parse(args: &[&str], test: bool) -> Result<Self> {
+        let mut options = Self::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match *arg {
+                "--ziti-version" => {
+                    let version = args.next().context("--ziti-version needs a release name, e.g. v2.0.0-pre12")?;
+                    options.version = Some((*version).to_owned());
+                }
+                "--network-only" if test => options.network_only = true,
+                other => bail!("unknown option {other:?}\n{USAGE}"),
+            }
+        }
+        options.version = ziti_net::locate::wanted_version(options.version.as_deref())?;
+        Ok(options)
+    }
+}
+
+/// Without `--ziti-version`: the whole suite on the first of
+/// [`ziti_net::locate::TESTED_VERSIONS`], then the network suites on each other one.
+/// With it: the whole suite (or with `--network-only`, the network suites) on that one.
+fn test(root: &Path, options: &TestOptions) -> Result<()> {
     step("building the workspace and its tests");
     cargo(root, &["test", "--workspace", "--all-targets", "--locked", "--no-run"])?;
-    step("starting the OpenZiti network the end-to-end tests run against");
-    let network = ziti_net::up_with(root, ziti_net::Management::BuiltByTests)?;
-    step("cargo test --workspace (unit, gRPC integration, gateway binary, real OpenZiti network)");
-    let tested = cargo(root, &["test", "--workspace", "--all-targets", "--locked"]);
+    let (first, others) = match &options.version {
+        Some(version) => (version.as_str(), &[][..]),
+        None => (ziti_net::locate::TESTED_VERSIONS[0], &ziti_net::locate::TESTED_VERSIONS[1..]),
+    };
+    if options.network_only {
+        return network_suites(root, first);
+    }
+    whole_suite(root, first)?;
+    for version in others {
+        network_suites(root, version)?;
+    }
+    step("all tests passed");
+    Ok(())
+}
+
+fn whole_suite(root: &Path, version: &str) -> Result<()> {
+    with_network(root, version, || {
+        step(&format!(
+            "cargo test --workspace (unit, gRPC integration, gateway binary, real OpenZiti {version} network)"
+        ));
+        cargo(root, &["test", "--workspace", "--all-targets", "--locked"])
+    })?;
+    contract::buf_tests(root)?;
+    step("smoke run of the README command `cargo run -p gateway-bin`");
+    smoke::default_gateway(root)
+}
+
+fn network_suites(root: &Path, version: &str) -> Result<()> {
+    with_network(root, version, || {
+        NETWORK_SUITES.iter().try_for_each(|suite| {
+            step(&format!("cargo test {} (real OpenZiti {version} network)", suite.join(" ")));
+            cargo(root, &[&["test", "--locked"], *suite].concat())
+        })
+    })?;
+    step(&format!("the network suites passed on OpenZiti {version}"));
+    Ok(())
+}
+
+/// Runs `tests` against a network of `version`, started for them unless one runs
+/// already (and then stopped again, after showing its logs if they failed).
+fn with_network(root: &Path, version: &str, tests: impl FnOnce() -> Result<()>) -> Result<()> {
+    step(&format!("starting the OpenZiti {version} network the end-to-end tests run against"));
+    let network = ziti_net::up_with(root, ziti_net::Management::BuiltByTests, Some(version))?;
+    let tested = tests();
     if network == ziti_net::Outcome::Started {
         if tested.is_err() {
             ziti_net::show_logs(root);
         }
         ziti_net::down(root)?;
     }
-    tested?;
-    contract::buf_tests(root)?;
-    step("smoke run of the README command `cargo run -p gateway-bin`");
-    smoke::default_gateway(root)?;
-    step("all tests passed");
-    Ok(())
+    tested
 }
 
 /// Logs the pinned buf's version and prints its directory (stdout) for the PATH.

@@ -8,7 +8,7 @@
 
 pub(crate) mod cli;
 pub(crate) mod layout;
-mod locate;
+pub(crate) mod locate;
 mod process;
 mod provision;
 
@@ -54,23 +54,37 @@ pub enum Management {
     BuiltByTests,
 }
 
-pub fn up(root: &Path) -> Result<Outcome> {
-    up_with(root, Management::Build)
+/// `version`: the OpenZiti release asked for (`--ziti-version`, else `ZITI_VERSION`);
+/// `None` runs whichever `ziti` is found first.
+pub fn up(root: &Path, version: Option<&str>) -> Result<Outcome> {
+    up_with(root, Management::Build, version)
 }
 
-pub fn up_with(root: &Path, management: Management) -> Result<Outcome> {
+pub fn up_with(root: &Path, management: Management, version: Option<&str>) -> Result<Outcome> {
     let layout = Layout::new(root);
     if is_running(&layout) {
-        crate::step("an OpenZiti network is already running; reusing it");
-        print_env(&layout)?;
-        return Ok(Outcome::Reused);
+        let running = recorded_version(&layout);
+        if version.is_none_or(|wanted| running.as_deref() == Some(wanted)) {
+            crate::step(&format!(
+                "an OpenZiti network ({}) is already running; reusing it",
+                running.as_deref().unwrap_or("unknown version")
+            ));
+            print_env(&layout)?;
+            return Ok(Outcome::Reused);
+        }
+        crate::step(&format!(
+            "the running network is {}, not {}; replacing it",
+            running.as_deref().unwrap_or("of an unknown version"),
+            version.unwrap_or_default()
+        ));
+        down(root)?;
     }
     if layout.home.exists() {
         crate::step("replacing the stale network in target/ziti-net");
         down(root)?;
     }
     let started = Instant::now();
-    if let Err(err) = start(root, &layout, management) {
+    if let Err(err) = start(root, &layout, management, version) {
         // Leave nothing half-started behind; the error carries the failing process's log.
         let _ = down(root);
         return Err(err);
@@ -99,8 +113,9 @@ pub fn down(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn start(root: &Path, layout: &Layout, management: Management) -> Result<()> {
-    let ziti = locate::ziti_binary(root)?;
+fn start(root: &Path, layout: &Layout, management: Management, version: Option<&str>) -> Result<()> {
+    let locate::Ziti { bin: ziti, version } = locate::ziti_binary(root, version)?;
+    crate::step(&format!("OpenZiti {version} from {}", ziti.display()));
     let management = match management {
         Management::Build => crate::build_binary(root, "zitimgmt-server", "ziti-management")?,
         Management::BuiltByTests => {
@@ -162,7 +177,7 @@ fn start(root: &Path, layout: &Layout, management: Management) -> Result<()> {
         Ok(crate::smoke::get(&admin, "/readyz").is_ok_and(|response| response.starts_with("HTTP/1.1 200")))
     })?;
 
-    write_env(layout, &ziti, &management, &ports, &password)
+    write_env(layout, &ziti, &version, &management, &ports, &password)
 }
 
 /// Polls `ready` every 250 ms, showing progress, until it says yes or `START_TIMEOUT`
@@ -212,17 +227,32 @@ fn is_running(layout: &Layout) -> bool {
         && admin.is_some_and(|admin| crate::smoke::get(admin, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
 }
 
+/// The release the running network was started with, from its env file.
+fn recorded_version(layout: &Layout) -> Option<String> {
+    let env = fs::read_to_string(layout.env_file()).ok()?;
+    let prefix = format!("export {}=", locate::VERSION_ENV);
+    env.lines().find_map(|line| line.strip_prefix(prefix.as_str())).map(|v| v.trim_matches('\'').to_owned())
+}
+
 fn record_pid(layout: &Layout, name: &str, pid: u32) -> Result<()> {
     let mut pids = fs::read_to_string(layout.pids()).unwrap_or_default();
     writeln!(pids, "{name} {pid}")?;
     fs::write(layout.pids(), pids).context("writing the pid file")
 }
 
-fn write_env(layout: &Layout, ziti: &Path, management: &Path, ports: &Ports, password: &str) -> Result<()> {
+fn write_env(
+    layout: &Layout,
+    ziti: &Path,
+    version: &str,
+    management: &Path,
+    ports: &Ports,
+    password: &str,
+) -> Result<()> {
     let quote = |value: &str| format!("'{}'", value.replace('\'', "'\\''"));
     let path = |p: &Path| quote(&p.to_string_lossy());
     let lines = [
         ("ZITI_BIN", path(ziti)),
+        (locate::VERSION_ENV, quote(version)),
         ("ZITI_CTRL_URL", quote(&format!("https://127.0.0.1:{}", ports.controller))),
         ("ZITI_CTRL_CA", path(&layout.root_ca())),
         ("ZITI_ADMIN_USER", quote(ADMIN_USER)),
