@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub const ENV_FILE: &str = "target/ziti-net/env";
 
 /// The variables of the env file, each read once here.
-const VARIABLES: [&str; 15] = [
+const VARIABLES: [&str; 16] = [
     "ZITI_BIN",
     "ZITI_VERSION",
     "ZITI_CTRL_URL",
@@ -27,6 +27,7 @@ const VARIABLES: [&str; 15] = [
     "ZITI_SERVICE_NAME",
     "ZITI_ROUTER_NAME",
     "ZITI_MANAGEMENT_GRPC_TARGET",
+    "ZITI_MANAGEMENT_TLS_CA",
     "ZITI_MANAGEMENT_ADMIN_ADDR",
     "ZITI_MANAGEMENT_BIN",
     "ZITI_NET_HOME",
@@ -55,8 +56,10 @@ pub struct ZitiNetwork {
     pub router_name: String,
     /// The router's configuration, for restarting it (`ziti router run`).
     pub router_config: PathBuf,
-    /// The network's ziti-management, e.g. `http://127.0.0.1:50051`.
+    /// The network's ziti-management, e.g. `https://127.0.0.1:50051` (TLS only).
     pub management_grpc_target: String,
+    /// The CA (PEM) that signs its certificate, for 127.0.0.1 and `localhost`.
+    pub management_tls_ca: PathBuf,
     /// Its `/healthz`, `/readyz`, `/metrics` listener, `127.0.0.1:PORT`.
     pub management_admin_addr: String,
     /// The `ziti-management` executable, for tests that need one configured otherwise.
@@ -108,6 +111,7 @@ impl ZitiNetwork {
             router_name: take("ZITI_ROUTER_NAME"),
             router_config: take("ZITI_ROUTER_CONFIG").into(),
             management_grpc_target: take("ZITI_MANAGEMENT_GRPC_TARGET"),
+            management_tls_ca: take("ZITI_MANAGEMENT_TLS_CA").into(),
             management_admin_addr: take("ZITI_MANAGEMENT_ADMIN_ADDR"),
             management_bin: take("ZITI_MANAGEMENT_BIN").into(),
             home: take("ZITI_NET_HOME").into(),
@@ -119,6 +123,21 @@ impl ZitiNetwork {
     /// what the dialing SDK claims (header 1008, v1.x).
     pub fn routers_vouch_for_dialers(&self) -> bool {
         vouches_for_dialers(&self.version)
+    }
+
+    /// Whether this release's edge routers end a host's Bind when its identity loses the
+    /// Bind permission (StateClosed, "bind access lost", OpenZiti v2 and later); v1.x
+    /// routers keep the terminator and go on routing dials to it.
+    pub fn routers_end_binds_on_lost_permission(&self) -> bool {
+        vouches_for_dialers(&self.version)
+    }
+
+    /// The gateway's settings for reaching the network's ziti-management (over TLS).
+    pub fn management_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("ZITI_MANAGEMENT_GRPC_TARGET", self.management_grpc_target.clone()),
+            ("ZITI_MANAGEMENT_TLS_CA", self.management_tls_ca.to_string_lossy().into_owned()),
+        ]
     }
 
     /// The `ziti` executable with the network's logged-in CLI configuration.

@@ -11,6 +11,7 @@ pub(crate) mod layout;
 pub(crate) mod locate;
 mod process;
 mod provision;
+mod tls;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -137,15 +138,18 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
     let password = random_password()?;
     let cli = Cli { bin: ziti.clone(), config_dir: layout.cli_config() };
 
-    let controller_pid = provision::start_controller(&cli, layout, ports.controller, &password)?;
+    let controller_pid = provision::start_controller(&cli, layout, ports.controller)?;
     record_pid(layout, "controller", controller_pid)?;
     let ctrl = format!("127.0.0.1:{}", ports.controller);
     wait_until("the controller to accept the admin login", &layout.log("controller"), || {
         if !process::is_ours(controller_pid, &layout.marker()) {
             bail!("the controller exited");
         }
-        Ok(layout.root_ca().is_file() && cli.login(&ctrl, ADMIN_USER, &password, &layout.root_ca()).is_ok())
+        Ok(layout.root_ca().is_file()
+            && cli.login(&ctrl, ADMIN_USER, provision::BOOTSTRAP_PASSWORD, &layout.root_ca()).is_ok())
     })?;
+    // Before anything else is provisioned: the quickstart's default password is known to all.
+    cli.change_password(provision::BOOTSTRAP_PASSWORD, &password).context("setting the admin password")?;
 
     let router_pid = provision::start_router(&cli, layout, ports.controller, ports.router)?;
     record_pid(layout, "router", router_pid)?;
@@ -161,6 +165,7 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
 
     fs::write(layout.admin_password_file(), &password)?;
     fs::set_permissions(layout.admin_password_file(), fs::Permissions::from_mode(0o600))?;
+    tls::make_management_pki(layout)?;
     let management_pid = provision::start_management(
         &management,
         layout,
@@ -222,7 +227,9 @@ fn is_running(layout: &Layout) -> bool {
         .lines()
         .find_map(|line| line.strip_prefix("export ZITI_MANAGEMENT_ADMIN_ADDR="))
         .map(|v| v.trim_matches('\''));
-    pids.len() == 3
+    // A network from before ziti-management served TLS is replaced, not reused.
+    let tls = env.lines().any(|line| line.starts_with("export ZITI_MANAGEMENT_TLS_CA="));
+    tls && pids.len() == 3
         && pids.iter().all(|pid| process::is_ours(*pid, &layout.marker()))
         && admin.is_some_and(|admin| crate::smoke::get(admin, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
 }
@@ -262,7 +269,8 @@ fn write_env(
         ("ZITI_SERVICE_NAME", quote(SERVICE_NAME)),
         ("ZITI_ROUTER_NAME", quote(ROUTER_NAME)),
         ("ZITI_ROUTER_CONFIG", path(&layout.router_config())),
-        ("ZITI_MANAGEMENT_GRPC_TARGET", quote(&format!("http://127.0.0.1:{}", ports.management_grpc))),
+        ("ZITI_MANAGEMENT_GRPC_TARGET", quote(&format!("https://127.0.0.1:{}", ports.management_grpc))),
+        ("ZITI_MANAGEMENT_TLS_CA", path(&layout.management_ca())),
         ("ZITI_MANAGEMENT_ADMIN_ADDR", quote(&format!("127.0.0.1:{}", ports.management_admin))),
         ("ZITI_MANAGEMENT_BIN", path(management)),
         ("ZITI_NET_HOME", path(&layout.home)),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -12,7 +13,7 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::error::{InstallError, ProviderError};
 use crate::identity::{IdentityId, ServiceType};
-use crate::ports::{IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver};
+use crate::ports::{BindingEnded, IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver};
 
 /// A lease in use: its identity and, when the server said, when it runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +123,12 @@ impl Enroller {
     /// Takes a lease's identity out of use (see [`IdentityInstaller::retire`]).
     pub async fn retire(&self, id: &IdentityId) {
         self.installer.retire(id).await;
+    }
+
+    /// Follows the installed identities whose binding ended for good (see
+    /// [`IdentityInstaller::ended_bindings`]).
+    pub fn ended_bindings(&self) -> watch::Receiver<Option<BindingEnded>> {
+        self.installer.ended_bindings()
     }
 
     async fn attempt(&self, cancel: &CancellationToken) -> Result<Result<Lease, AttemptError>, EnrollError> {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -13,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::enrollment::{EnrollError, Enroller, Lease};
 use crate::error::ProviderError;
 use crate::identity::IdentityId;
-use crate::ports::{IdentityProvider, LeaseEvent, LeaseObserver};
+use crate::ports::{BindingEnded, IdentityProvider, LeaseEvent, LeaseObserver};
 
 /// The shortest wait between attempts, so a lease about to expire is not hammered.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -104,11 +105,21 @@ impl LeaseKeeper {
     pub async fn run(self, mut lease: Lease, cancel: CancellationToken) -> Stopped {
         let mut retry = self.policy.retry.clone();
         let mut wait = self.policy.renewal_wait(left(&lease));
+        let mut ended_bindings = self.enroller.ended_bindings();
         loop {
             // Cancellation first: a shutdown that comes with a due renewal wins.
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return self.end(lease, StopCause::Cancelled).await,
+                reason = binding_ended(&mut ended_bindings, &lease.id) => {
+                    lease = match self.replace_useless(lease, reason, &cancel).await {
+                        Ok(new_lease) => new_lease,
+                        Err(stopped) => return stopped,
+                    };
+                    retry.reset();
+                    wait = self.policy.renewal_wait(left(&lease));
+                    continue;
+                }
                 () = tokio::time::sleep(wait) => {}
             }
             if lease.expires_at.is_some_and(|at| Instant::now() >= at) {
@@ -159,6 +170,24 @@ impl LeaseKeeper {
         // Its identity is worthless now: unbind and erase it before looking for another.
         self.enroller.retire(&lost.id).await;
         self.observer.observe(&LeaseEvent::Lost { id: lost.id, reason: reason.to_owned() });
+        self.reenroll(cancel).await
+    }
+
+    /// A lease whose identity can no longer serve (its binding ended for good) is as
+    /// good as lost, though the provider would still renew it: give it back (best
+    /// effort, bounded) rather than keep it, and enroll again.
+    async fn replace_useless(
+        &self,
+        useless: Lease,
+        reason: String,
+        cancel: &CancellationToken,
+    ) -> Result<Lease, Stopped> {
+        self.finish(&useless).instrument(lease_span(&useless)).await;
+        self.observer.observe(&LeaseEvent::Lost { id: useless.id, reason: format!("its binding ended: {reason}") });
+        self.reenroll(cancel).await
+    }
+
+    async fn reenroll(&self, cancel: &CancellationToken) -> Result<Lease, Stopped> {
         match self.enroller.reenroll(cancel).await {
             Ok(lease) => Ok(lease),
             Err(EnrollError::Refused(error)) => Err(Stopped { lease: None, cause: StopCause::Refused(error) }),
@@ -186,6 +215,16 @@ impl LeaseKeeper {
 /// The context of one lease's calls and log lines.
 fn lease_span(lease: &Lease) -> tracing::Span {
     tracing::info_span!("lease", id = %lease.id)
+}
+
+/// Resolves, with why, once the binding of lease `id` has ended for good; never when the
+/// installer reports no ended bindings (any more).
+async fn binding_ended(ended_bindings: &mut watch::Receiver<Option<BindingEnded>>, id: &IdentityId) -> String {
+    let ended = ended_bindings.wait_for(|ended| ended.as_ref().is_some_and(|ended| ended.id == *id)).await;
+    match ended.ok().and_then(|ended| ended.clone()) {
+        Some(ended) => ended.reason,
+        None => std::future::pending().await,
+    }
 }
 
 fn left(lease: &Lease) -> Option<Duration> {

@@ -17,6 +17,6 @@ pub mod resolution;
 #[cfg(test)]
 mod test_support;
 
-pub use caller::{Caller, CallerIdentity, Principal, Transport};
+pub use caller::{Admission, Caller, CallerIdentity, Principal, Refusal, Transport, UnverifiedCallers};
 pub use error::{InstallError, ListenError, ProviderError, ResolveError};
 pub use identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};

@@ -38,6 +38,19 @@ pub trait IdentityInstaller: Send + Sync {
     /// its identity at once, not when a successor arrives. Best effort; a lease that is
     /// not the one in use is ignored.
     async fn retire(&self, id: &IdentityId);
+
+    /// The latest installed identity whose binding ended for good (the overlay gave up
+    /// on it, e.g. the controller no longer accepts it): such a lease is useless even
+    /// while it can still be renewed. `None` until one ends; a closed channel means
+    /// none ever will.
+    fn ended_bindings(&self) -> watch::Receiver<Option<BindingEnded>>;
+}
+
+/// An installed identity that can no longer serve, and why (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingEnded {
+    pub id: IdentityId,
+    pub reason: String,
 }
 
 /// What happened to the lease, for readiness, metrics and logs.

@@ -1,11 +1,13 @@
 //! Caller resolution with a short-lived cache, so that a busy caller costs one
-//! `ResolveIdentity` per TTL rather than one per request.
+//! `ResolveIdentity` per TTL rather than one per request, and a bound on the calls in
+//! flight, so that a flood of new callers cannot turn into a flood of calls.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::caller::{CallerIdentity, Principal};
@@ -13,17 +15,19 @@ use crate::error::ResolveError;
 use crate::ports::IdentityResolver;
 
 /// Wraps a resolver; answers (including "not found") are kept for `ttl`, failures
-/// are not. At most `capacity` callers are kept; when full, expired ones are dropped
-/// first and, failing that, the whole cache (cheap, and only under churn).
+/// are not. At most `capacity` callers are kept; when full, the least recently used
+/// one makes room, so callers in use keep their entries however many new ones come.
+/// At most `max_concurrent` resolutions run at once; the others wait their turn (and
+/// take an answer cached meanwhile).
 pub struct CachingResolver {
     inner: Arc<dyn IdentityResolver>,
     ttl: Duration,
-    capacity: usize,
-    entries: Mutex<HashMap<CallerIdentity, Entry>>,
+    permits: Semaphore,
+    entries: Mutex<Lru>,
 }
 
 /// An answer and when it was stored.
-type Entry = (Instant, Result<Principal, ResolveError>);
+type Answer = Result<Principal, ResolveError>;
 
 impl std::fmt::Debug for CachingResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,25 +36,20 @@ impl std::fmt::Debug for CachingResolver {
 }
 
 impl CachingResolver {
-    pub fn new(inner: Arc<dyn IdentityResolver>, ttl: Duration, capacity: usize) -> Self {
-        Self { inner, ttl, capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
+    /// `capacity` and `max_concurrent` below 1 count as 1.
+    pub fn new(inner: Arc<dyn IdentityResolver>, ttl: Duration, capacity: usize, max_concurrent: usize) -> Self {
+        let max_concurrent = max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
+        Self { inner, ttl, permits: Semaphore::new(max_concurrent), entries: Mutex::new(Lru::new(capacity.max(1))) }
     }
 
-    fn cached(&self, caller: &CallerIdentity) -> Option<Result<Principal, ResolveError>> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.get(caller).filter(|(stored, _)| stored.elapsed() < self.ttl).map(|(_, answer)| answer.clone())
-    }
-
-    fn store(&self, caller: &CallerIdentity, answer: &Result<Principal, ResolveError>) {
+    fn cached(&self, caller: &CallerIdentity) -> Option<Answer> {
         let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Replacing a caller's entry (two misses for it at once) does not grow the cache.
-        if entries.len() >= self.capacity && !entries.contains_key(caller) {
-            entries.retain(|_, (stored, _)| stored.elapsed() < self.ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
-        entries.insert(caller.clone(), (Instant::now(), answer.clone()));
+        entries.get(caller, self.ttl)
+    }
+
+    fn store(&self, caller: &CallerIdentity, answer: &Answer) {
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.insert(caller.clone(), answer.clone());
     }
 }
 
@@ -60,11 +59,84 @@ impl IdentityResolver for CachingResolver {
         if let Some(answer) = self.cached(caller) {
             return answer;
         }
+        // The semaphore is never closed; should it be, resolving unbounded is the
+        // lesser evil than refusing every caller.
+        let _permit = self.permits.acquire().await.ok();
+        if let Some(answer) = self.cached(caller) {
+            return answer;
+        }
         let answer = self.inner.resolve(caller).await;
         if !matches!(answer, Err(ResolveError::Unavailable(_))) {
             self.store(caller, &answer);
         }
         answer
+    }
+}
+
+/// A least-recently-used map of answers: each entry carries the tick of its last use,
+/// and `by_use` orders the entries by it, so the eldest is found in O(log n).
+#[derive(Debug)]
+struct Lru {
+    capacity: usize,
+    tick: u64,
+    entries: HashMap<CallerIdentity, LruEntry>,
+    by_use: BTreeMap<u64, CallerIdentity>,
+}
+
+#[derive(Debug)]
+struct LruEntry {
+    stored: Instant,
+    used: u64,
+    answer: Answer,
+}
+
+impl Lru {
+    fn new(capacity: usize) -> Self {
+        Self { capacity, tick: 0, entries: HashMap::new(), by_use: BTreeMap::new() }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// The answer stored for `caller` less than `ttl` ago, marking it used; an expired
+    /// one is dropped.
+    fn get(&mut self, caller: &CallerIdentity, ttl: Duration) -> Option<Answer> {
+        let tick = self.next_tick();
+        let entry = self.entries.get_mut(caller)?;
+        let old = entry.used;
+        if entry.stored.elapsed() >= ttl {
+            self.entries.remove(caller);
+            self.by_use.remove(&old);
+            return None;
+        }
+        entry.used = tick;
+        let answer = entry.answer.clone();
+        if let Some(key) = self.by_use.remove(&old) {
+            self.by_use.insert(tick, key);
+        }
+        Some(answer)
+    }
+
+    /// Stores (or replaces) `caller`'s answer as the most recently used, first making
+    /// room by dropping the least recently used entry when full.
+    fn insert(&mut self, caller: CallerIdentity, answer: Answer) {
+        let tick = self.next_tick();
+        let entry = LruEntry { stored: Instant::now(), used: tick, answer };
+        if let Some(replaced) = self.entries.insert(caller.clone(), entry) {
+            self.by_use.remove(&replaced.used);
+        } else if self.entries.len() > self.capacity {
+            if let Some((_, eldest)) = self.by_use.pop_first() {
+                self.entries.remove(&eldest);
+            }
+        }
+        self.by_use.insert(tick, caller);
     }
 }
 
@@ -113,7 +185,7 @@ mod tests {
     }
 
     fn cache(inner: MockIdentityResolver, capacity: usize) -> CachingResolver {
-        CachingResolver::new(Arc::new(inner), TTL, capacity)
+        CachingResolver::new(Arc::new(inner), TTL, capacity, 32)
     }
 
     #[tokio::test(start_paused = true)]
@@ -202,19 +274,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn when_full_of_fresh_callers_the_cache_starts_over() {
+    async fn when_full_the_least_recently_used_caller_goes() {
         let resolver = cache(
             inner(vec![
                 ("a", Ok(principal("alice"))),
                 ("b", Ok(principal("bob"))),
                 ("c", Ok(principal("carol"))),
-                ("a", Ok(principal("alice"))),
+                ("b", Ok(principal("bob"))),
             ]),
             2,
         );
 
-        for id in ["a", "b", "c", "c", "a"] {
+        // "a" is used again after "b", so "b" is the one that makes room for "c".
+        for id in ["a", "b", "a", "c", "a", "c", "b"] {
             resolver.resolve(&caller(id)).await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_caller_survives_a_stream_of_fresh_callers() {
+        let fresh: Vec<String> = (0..20).map(|n| format!("fresh-{n}")).collect();
+        let mut script = vec![("busy", Ok(principal("busy")))];
+        script.extend(fresh.iter().map(|id| (id.as_str(), Ok(principal(id)))));
+        let resolver = cache(inner(script), 3);
+
+        resolver.resolve(&caller("busy")).await.unwrap();
+        for id in &fresh {
+            resolver.resolve(&caller(id)).await.unwrap();
+            tokio::time::advance(ms(100)).await;
+            // Answered from the cache every time: the inner resolver is asked for it once.
+            assert_eq!(resolver.resolve(&caller("busy")).await, Ok(principal("busy")));
         }
     }
 
@@ -233,7 +322,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_misses_for_one_caller_keep_the_other_callers() {
         let script = vec![("b", Ok(principal("bob"))), ("a", Ok(principal("alice"))), ("a", Ok(principal("alice")))];
-        let resolver = CachingResolver::new(Arc::new(Slow(inner(script))), TTL, 2);
+        let resolver = CachingResolver::new(Arc::new(Slow(inner(script))), TTL, 2, 32);
 
         resolver.resolve(&caller("b")).await.unwrap();
         let a = caller("a");
@@ -242,5 +331,59 @@ mod tests {
 
         // Storing "a" twice must not have flushed "b".
         assert_eq!(resolver.resolve(&caller("b")).await, Ok(principal("bob")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_waiting_for_its_turn_takes_the_answer_cached_meanwhile() {
+        let resolver = CachingResolver::new(Arc::new(Slow(inner(vec![("a", Ok(principal("alice")))]))), TTL, 16, 1);
+
+        let a = caller("a");
+        let (first, second) = tokio::join!(resolver.resolve(&a), resolver.resolve(&a));
+
+        assert_eq!((first, second), (Ok(principal("alice")), Ok(principal("alice"))));
+    }
+
+    /// An inner resolver that takes a second per answer and records how many it
+    /// answers at once.
+    #[derive(Default)]
+    struct Gauged {
+        in_flight: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl IdentityResolver for Gauged {
+        async fn resolve(&self, caller: &CallerIdentity) -> Result<Principal, ResolveError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.asked.fetch_add(1, SeqCst);
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(secs(1)).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+            Ok(principal(caller.id.as_deref().unwrap_or_default()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_more_than_max_concurrent_resolutions_run_at_once() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let gauged = Arc::new(Gauged::default());
+        let resolver = Arc::new(CachingResolver::new(gauged.clone(), TTL, 1000, 4));
+        let started = Instant::now();
+
+        let tasks: Vec<_> = (0..40)
+            .map(|n| {
+                let resolver = resolver.clone();
+                tokio::spawn(async move { resolver.resolve(&caller(&format!("caller-{n}"))).await })
+            })
+            .collect();
+        for (n, task) in tasks.into_iter().enumerate() {
+            assert_eq!(task.await.unwrap(), Ok(principal(&format!("caller-{n}"))));
+        }
+
+        assert_eq!(gauged.most.load(SeqCst), 4, "resolutions in flight at most");
+        assert_eq!(gauged.asked.load(SeqCst), 40);
+        assert_eq!(started.elapsed(), secs(10), "40 one-second resolutions, 4 at a time");
     }
 }

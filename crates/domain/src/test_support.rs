@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{InstallError, ProviderError};
 use crate::identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};
 use crate::ports::{
-    IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver, MockIdentityInstaller, MockIdentityProvider,
+    BindingEnded, IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver, MockIdentityInstaller,
+    MockIdentityProvider,
 };
 
 /// The lease TTL ziti-management grants.
@@ -268,8 +270,18 @@ impl IdentityProvider for Hanging {
 /// An installer that records the ids it is handed (and told to retire) and rejects
 /// those in `reject`.
 pub(crate) fn installer(timeline: &Arc<Timeline>, reject: &[&str]) -> Arc<dyn IdentityInstaller> {
+    installer_ending(timeline, reject, watch::channel(None).1)
+}
+
+/// [`installer`] that reports the bindings `ended` says ended.
+pub(crate) fn installer_ending(
+    timeline: &Arc<Timeline>,
+    reject: &[&str],
+    ended: watch::Receiver<Option<BindingEnded>>,
+) -> Arc<dyn IdentityInstaller> {
     let reject: Vec<String> = reject.iter().map(|&id| id.to_owned()).collect();
     let mut mock = MockIdentityInstaller::new();
+    mock.expect_ended_bindings().returning(move || ended.clone());
     let retiring = timeline.clone();
     mock.expect_retire().returning(move |id| retiring.record(Call::Retire(id.as_str().to_owned())));
     let timeline = timeline.clone();

@@ -134,10 +134,12 @@ pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway,
         tokio::spawn(serve_admin(admin, readiness.clone(), metrics.clone(), stop.clone().cancelled_owned()));
 
     let resolver = match (&config.overlay, deps.resolver.clone()) {
-        (Some(overlay), Some(resolver)) => {
-            Some(Arc::new(CachingResolver::new(resolver, overlay.resolve_cache_ttl, RESOLVE_CACHE_CAPACITY))
-                as Arc<dyn IdentityResolver>)
-        }
+        (Some(overlay), Some(resolver)) => Some(Arc::new(CachingResolver::new(
+            resolver,
+            overlay.resolve_cache_ttl,
+            RESOLVE_CACHE_CAPACITY,
+            overlay.resolve_max_concurrent,
+        )) as Arc<dyn IdentityResolver>),
         _ => None,
     };
     let context = ServeContext::new(&config, metrics.clone(), resolver);
@@ -205,8 +207,10 @@ async fn start_overlay(
         Some(parent) => IdentityFileStore::new_in(parent)?,
         None => IdentityFileStore::new()?,
     });
-    let installer =
-        Arc::new(OverlayInstaller::new(store.clone(), deps.overlay.clone(), overlay.service_name.clone(), listeners));
+    let installer = Arc::new(
+        OverlayInstaller::new(store.clone(), deps.overlay.clone(), overlay.service_name.clone(), listeners)
+            .with_pins(overlay.controller_pins.clone()),
+    );
     let observer: Arc<dyn LeaseObserver> = Arc::new(LeaseTracker::new(readiness, metrics));
     let policy = LeasePolicy::new(overlay.renewal_interval);
     let enroller =

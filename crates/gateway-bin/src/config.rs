@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Value;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use ziti_transport::ControllerPins;
 
 /// The contract's lease TTL: renewals must come well before it.
 pub const LEASE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -29,7 +30,14 @@ pub const VARIABLES: &[&str] = &[
     "ZITI_MANAGEMENT_TLS_CERT",
     "ZITI_MANAGEMENT_TLS_KEY",
     "ZITI_MANAGEMENT_TLS_DOMAIN",
+    "ZITI_MANAGEMENT_INSECURE",
+    "ZITI_CONTROLLER_URL",
+    "ZITI_CONTROLLER_CA",
     "ZITI_RESOLVE_CACHE_TTL",
+    "ZITI_RESOLVE_MAX_CONCURRENT",
+    "GATEWAY_UNVERIFIED_CALLERS",
+    "GATEWAY_MAX_CONNECTIONS",
+    "GATEWAY_FORWARDED_HOSTS",
     "GATEWAY_LISTEN_ADDR",
     "GATEWAY_ADMIN_ADDR",
     "GATEWAY_UPSTREAM_URL",
@@ -53,6 +61,12 @@ pub enum ConfigError {
     IdentityFileWithoutOverlay,
     #[error("ZITI_MANAGEMENT_TLS_CERT and ZITI_MANAGEMENT_TLS_KEY must be set together (for mTLS to ziti-management)")]
     HalfClientIdentity,
+    #[error(
+        "ZITI_MANAGEMENT_GRPC_TARGET={target:?} would be plain text to a host that is not loopback, so the leased \
+         identity and its private key would cross the network readable. Set ZITI_MANAGEMENT_TLS_CA (with a host:port \
+         or https:// target) to use TLS, or set ZITI_MANAGEMENT_INSECURE=true to accept plain text"
+    )]
+    PlaintextManagement { target: String },
     #[error("configuration could not be read: {0}")]
     Source(String),
 }
@@ -78,10 +92,19 @@ pub struct OverlayConfig {
     pub management_target: String,
     pub management_timeout: Duration,
     pub management_tls: Option<ManagementTls>,
+    /// `ZITI_MANAGEMENT_INSECURE`: plain text to a ziti-management that is not on loopback.
+    pub management_insecure: bool,
+    /// `ZITI_CONTROLLER_URL` and `ZITI_CONTROLLER_CA`: what a leased identity may point
+    /// at (the CA file is read here); unset parts are not checked.
+    pub controller_pins: ControllerPins,
     pub renewal_interval: Duration,
     pub service_name: String,
     pub enrollment_timeout: Duration,
     pub resolve_cache_ttl: Duration,
+    /// `ZITI_RESOLVE_MAX_CONCURRENT`: `ResolveIdentity` calls in flight at most.
+    pub resolve_max_concurrent: usize,
+    /// `GATEWAY_UNVERIFIED_CALLERS`: how callers the overlay did not vouch for are served.
+    pub unverified_callers: domain::UnverifiedCallers,
     /// Where the private identity directory is created; `None` is the system temp dir.
     pub identity_dir: Option<PathBuf>,
 }
@@ -92,6 +115,11 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     pub upstream_url: Option<http::Uri>,
     pub upstream_timeout: Duration,
+    /// `GATEWAY_FORWARDED_HOSTS`: client `Host` values passed on as `x-forwarded-host`
+    /// (lower case); any other is not passed on.
+    pub forwarded_hosts: Vec<String>,
+    /// `GATEWAY_MAX_CONNECTIONS`: connections served at once; more are closed at once.
+    pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     /// `Some` when `ZITI_ENABLED` is true.
@@ -115,7 +143,14 @@ struct Raw {
     ziti_management_tls_cert: Option<Value>,
     ziti_management_tls_key: Option<Value>,
     ziti_management_tls_domain: Option<Value>,
+    ziti_management_insecure: Option<Value>,
+    ziti_controller_url: Option<Value>,
+    ziti_controller_ca: Option<Value>,
     ziti_resolve_cache_ttl: Option<Value>,
+    ziti_resolve_max_concurrent: Option<Value>,
+    gateway_unverified_callers: Option<Value>,
+    gateway_max_connections: Option<Value>,
+    gateway_forwarded_hosts: Option<Value>,
     gateway_listen_addr: Option<Value>,
     gateway_admin_addr: Option<Value>,
     gateway_upstream_url: Option<Value>,
@@ -174,6 +209,13 @@ impl Raw {
                 self.ziti_management_tls_key,
                 self.ziti_management_tls_domain,
             )?,
+            management_insecure: parse_or(
+                "ZITI_MANAGEMENT_INSECURE",
+                self.ziti_management_insecure,
+                false,
+                parse_bool,
+            )?,
+            controller_pins: controller_pins(self.ziti_controller_url, self.ziti_controller_ca)?,
             renewal_interval: parse_or(
                 "ZITI_LEASE_RENEWAL_INTERVAL",
                 self.ziti_lease_renewal_interval,
@@ -193,9 +235,21 @@ impl Raw {
                 Duration::from_secs(30),
                 parse_duration,
             )?,
+            resolve_max_concurrent: parse_or(
+                "ZITI_RESOLVE_MAX_CONCURRENT",
+                self.ziti_resolve_max_concurrent,
+                32,
+                parse_count,
+            )?,
+            unverified_callers: parse_or(
+                "GATEWAY_UNVERIFIED_CALLERS",
+                self.gateway_unverified_callers,
+                domain::UnverifiedCallers::Anonymous,
+                parse_unverified_callers,
+            )?,
             identity_dir: parse_optional("GATEWAY_IDENTITY_DIR", self.gateway_identity_dir, parse_dir)?,
         };
-        Ok(Config {
+        let config = Config {
             listen_addr: parse_or(
                 "GATEWAY_LISTEN_ADDR",
                 self.gateway_listen_addr,
@@ -215,6 +269,13 @@ impl Raw {
                 Duration::from_secs(30),
                 parse_positive_duration,
             )?,
+            forwarded_hosts: parse_or(
+                "GATEWAY_FORWARDED_HOSTS",
+                self.gateway_forwarded_hosts,
+                Vec::new(),
+                parse_forwarded_hosts,
+            )?,
+            max_connections: parse_or("GATEWAY_MAX_CONNECTIONS", self.gateway_max_connections, 1024, parse_count)?,
             shutdown_grace: parse_or(
                 "GATEWAY_SHUTDOWN_GRACE",
                 self.gateway_shutdown_grace,
@@ -224,7 +285,12 @@ impl Raw {
             log_format: parse_or("GATEWAY_LOG_FORMAT", self.gateway_log_format, LogFormat::Text, parse_log_format)?,
             overlay: enabled.then_some(overlay),
             ignored_identity_file: identity_file.is_some(),
-        })
+        };
+        // After every value is known good, so a bad one is what gets reported.
+        if let Some(overlay) = &config.overlay {
+            check_management_transport(overlay)?;
+        }
+        Ok(config)
     }
 }
 
@@ -249,13 +315,70 @@ fn management_tls(
     }))
 }
 
+/// Plain text to ziti-management only where nothing else can listen (loopback),
+/// unless the operator said otherwise.
+fn check_management_transport(overlay: &OverlayConfig) -> Result<(), ConfigError> {
+    let target = &overlay.management_target;
+    let mut config = zitimgmt_grpc::ManagementConfig::new(target.clone());
+    if overlay.management_tls.is_some() {
+        config = config.with_tls(zitimgmt_grpc::TlsMaterial::default());
+    }
+    let plaintext_to_remote = config.is_plaintext_to_remote().map_err(|error| ConfigError::Invalid {
+        variable: "ZITI_MANAGEMENT_GRPC_TARGET",
+        value: target.clone(),
+        problem: error.to_string(),
+    })?;
+    if plaintext_to_remote && !overlay.management_insecure {
+        return Err(ConfigError::PlaintextManagement { target: target.clone() });
+    }
+    Ok(())
+}
+
+fn controller_pins(url: Option<Value>, ca: Option<Value>) -> Result<ControllerPins, ConfigError> {
+    let mut pins = ControllerPins::none();
+    if let Some(url) = parse_optional("ZITI_CONTROLLER_URL", url, parse_controller_url)? {
+        pins = pins.with_controller(&url).map_err(|error| ConfigError::Invalid {
+            variable: "ZITI_CONTROLLER_URL",
+            value: url,
+            problem: error.to_string(),
+        })?;
+    }
+    if let Some(ca) = text(ca) {
+        let pem = std::fs::read(ca.trim()).map_err(|error| ConfigError::Invalid {
+            variable: "ZITI_CONTROLLER_CA",
+            value: ca.clone(),
+            problem: format!("cannot read the file ({error})"),
+        })?;
+        pins = pins.with_ca_pem(&pem).map_err(|error| ConfigError::Invalid {
+            variable: "ZITI_CONTROLLER_CA",
+            value: ca,
+            problem: error.to_string(),
+        })?;
+    }
+    Ok(pins)
+}
+
+/// The controller's `https://` URL; only scheme, host and port count, so the edge
+/// client API path a leased identity's `ztAPI` carries may be given too.
+fn parse_controller_url(value: &str) -> Result<String, String> {
+    ControllerPins::none()
+        .with_controller(value)
+        .map(|_| value.to_owned())
+        .map_err(|_| "expected the controller's https:// URL, such as https://ctrl.example.com:1280".to_owned())
+}
+
 /// A scalar from any source as text: env values arrive parsed (`1` as a number).
 fn text(value: Option<Value>) -> Option<String> {
     match value? {
         Value::String(_, s) => Some(s),
         Value::Char(_, c) => Some(c.to_string()),
         Value::Bool(_, b) => Some(b.to_string()),
-        Value::Num(_, n) => n.to_u128().map(|n| n.to_string()).or_else(|| n.to_f64().map(|n| n.to_string())),
+        // Negative numbers too: dropping them would read `-1` as "unset".
+        Value::Num(_, n) => n
+            .to_u128()
+            .map(|n| n.to_string())
+            .or_else(|| n.to_i128().map(|n| n.to_string()))
+            .or_else(|| n.to_f64().map(|n| n.to_string())),
         Value::Empty(_, _) => Some(String::new()),
         Value::Dict(..) | Value::Array(..) => Some("<a table or list>".to_owned()),
     }
@@ -344,6 +467,39 @@ fn parse_upstream(value: &str) -> Result<http::Uri, String> {
         (Some("https"), _) => Err("https upstreams are not supported yet; use an http:// URL".to_owned()),
         _ => Err("expected an absolute http:// URL such as http://127.0.0.1:3000".to_owned()),
     }
+}
+
+/// A count of things held at once: above 0, and at most a million (far beyond what a
+/// gateway should hold, and within what tokio's semaphore can count).
+fn parse_count(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be greater than zero".to_owned()),
+        Ok(count) if count <= 1_000_000 => Ok(count),
+        _ => Err("expected a whole number from 1 to 1000000".to_owned()),
+    }
+}
+
+fn parse_unverified_callers(value: &str) -> Result<domain::UnverifiedCallers, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "anonymous" => Ok(domain::UnverifiedCallers::Anonymous),
+        "claim" => Ok(domain::UnverifiedCallers::Claim),
+        "reject" => Ok(domain::UnverifiedCallers::Reject),
+        _ => Err("expected anonymous, claim or reject".to_owned()),
+    }
+}
+
+/// A comma list of `host` or `host:port` values, compared with the client's `Host`
+/// without regard to case; empty entries are ignored.
+fn parse_forwarded_hosts(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| match host.parse::<http::uri::Authority>() {
+            Ok(authority) if !host.contains('@') => Ok(authority.as_str().to_ascii_lowercase()),
+            _ => Err(format!("{host:?} is not a host or host:port, e.g. api.example.com or api.example.com:8443")),
+        })
+        .collect()
 }
 
 fn parse_log_format(value: &str) -> Result<LogFormat, String> {

@@ -2,7 +2,9 @@
 //!
 //! Without an upstream every request is answered with a JSON description of its
 //! caller (`describe`); with one, every request is reverse-proxied to it with the
-//! caller's identity in `x-ziti-*` headers the gateway sets itself (`proxy`).
+//! caller's identity in `x-ziti-*` headers the gateway sets itself (`proxy`). A caller
+//! the server refused (see [`RequestContext::refusal`]) gets 403 with a JSON reason
+//! for each request, in either mode.
 //!
 //! # Graceful drain
 //!
@@ -20,13 +22,14 @@
 
 mod describe;
 mod proxy;
+mod target;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use domain::{Caller, Principal};
+use domain::{Caller, Principal, Refusal};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -58,6 +61,24 @@ pub struct RequestContext {
     pub caller: Caller,
     /// The caller's principal, when its identity is known and was resolved.
     pub principal: Option<Principal>,
+    /// Set when the caller may not be served: each of its requests gets 403.
+    pub refusal: Option<Refusal>,
+}
+
+/// How requests are forwarded to an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// The deadline for the upstream's response head (504 after it).
+    pub timeout: Duration,
+    /// Client `Host` values (`host` or `host:port`, any case) passed on as
+    /// `x-forwarded-host`; for any other, none is sent.
+    pub forwarded_hosts: Vec<String>,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self { timeout: DEFAULT_UPSTREAM_TIMEOUT, forwarded_hosts: Vec::new() }
+    }
 }
 
 /// What answers the requests: the caller description or the reverse proxy. Cheap to
@@ -96,8 +117,8 @@ impl HttpService {
     /// Like [`Self::try_new`], for an upstream URL the configuration already checked.
     /// An unusable one is logged and every request then answers 502, rather than
     /// silently falling back to describing callers.
-    pub fn new(upstream: Option<http::Uri>, upstream_timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        match Self::try_new(upstream, upstream_timeout, metrics.clone()) {
+    pub fn new(upstream: Option<http::Uri>, settings: &ProxySettings, metrics: Arc<Metrics>) -> Self {
+        match Self::try_new(upstream, settings, metrics.clone()) {
             Ok(service) => service,
             Err(err) => {
                 tracing::error!(%err, "unusable upstream URL; every request will be answered 502");
@@ -107,16 +128,15 @@ impl HttpService {
     }
 
     /// Describes callers without an upstream; reverse-proxies to `upstream` with one.
-    /// Only `http://` upstreams are supported (`UpstreamError::Https` otherwise);
-    /// `upstream_timeout` bounds the wait for the upstream's response head.
+    /// Only `http://` upstreams are supported (`UpstreamError::Https` otherwise).
     pub fn try_new(
         upstream: Option<http::Uri>,
-        upstream_timeout: Duration,
+        settings: &ProxySettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, UpstreamError> {
         let mode = match upstream {
             None => Mode::Describe,
-            Some(uri) => Mode::Proxy(Box::new(proxy::Proxy::new(&uri, upstream_timeout)?)),
+            Some(uri) => Mode::Proxy(Box::new(proxy::Proxy::new(&uri, settings)?)),
         };
         Ok(Self { inner: Arc::new(Inner { mode, metrics }) })
     }
@@ -124,10 +144,13 @@ impl HttpService {
     /// Answers one request and counts the response by status.
     pub async fn handle(&self, request: Request<Incoming>, context: &RequestContext) -> Response<ResponseBody> {
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-        let response = match &self.inner.mode {
-            Mode::Describe => describe::describe(&request, context),
-            Mode::Proxy(proxy) => proxy.forward(request, context).await,
-            Mode::Misconfigured => text_response(StatusCode::BAD_GATEWAY, "bad gateway: the upstream is misconfigured"),
+        let response = match (&context.refusal, &self.inner.mode) {
+            (Some(refusal), _) => refused(*refusal),
+            (None, Mode::Describe) => describe::describe(&request, context),
+            (None, Mode::Proxy(proxy)) => proxy.forward(request, context).await,
+            (None, Mode::Misconfigured) => {
+                text_response(StatusCode::BAD_GATEWAY, "bad gateway: the upstream is misconfigured")
+            }
         };
         self.inner.metrics.record_response(response.status());
         tracing::debug!(
@@ -164,6 +187,12 @@ where
     if let Err(err) = shutdown.watch(connection).await {
         tracing::debug!(%transport, %peer, %err, "connection ended with an error");
     }
+}
+
+/// 403 with `{"error":"forbidden","reason":...}`.
+fn refused(refusal: Refusal) -> Response<ResponseBody> {
+    let body = serde_json::json!({"error": "forbidden", "reason": refusal.to_string()});
+    fixed_response(StatusCode::FORBIDDEN, "application/json", Bytes::from(body.to_string()))
 }
 
 /// A small plain-text response (errors): never any internals.

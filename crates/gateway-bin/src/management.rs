@@ -10,8 +10,16 @@ use zitimgmt_grpc::{ManagementClient, ManagementConfig, TlsMaterial};
 pub fn connect(overlay: &OverlayConfig) -> Result<Arc<ManagementClient>> {
     let mut config = ManagementConfig::new(overlay.management_target.clone());
     config.request_timeout = overlay.management_timeout;
+    config.allow_plaintext_to_remote = overlay.management_insecure;
     if let Some(tls) = &overlay.management_tls {
         config = config.with_tls(tls_material(tls)?);
+    }
+    if config.is_plaintext_to_remote()? {
+        tracing::warn!(
+            target = %overlay.management_target,
+            "INSECURE: ZITI_MANAGEMENT_INSECURE=true, so ziti-management is reached in plain text over the \
+             network; the leased identity and its private key can be read by anyone on the path"
+        );
     }
     Ok(Arc::new(ManagementClient::new(config)?))
 }

@@ -9,6 +9,8 @@
 //! | `gateway_lease_seconds_remaining` | gauge | time left on the lease |
 //! | `gateway_identity_held` | gauge | 1 while a valid identity is held, else 0 |
 //! | `gateway_http_requests_total{status="200"}` | counter | responses, by status code |
+//! | `gateway_connections_open` | gauge | connections being served |
+//! | `gateway_connections_refused_total` | counter | connections closed at once: `GATEWAY_MAX_CONNECTIONS` were open |
 //!
 //! `gateway_lease_seconds_remaining` is computed at scrape time from the expiry the
 //! last lease event reported, so it counts down between renewals (and while renewals
@@ -52,6 +54,8 @@ pub struct Metrics {
     lease_remaining: LeaseRemaining,
     identity_held: Gauge,
     http_requests: Family<StatusLabels, Counter>,
+    connections_open: Gauge,
+    connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -70,6 +74,8 @@ impl Metrics {
         let lease_remaining = LeaseRemaining::default();
         let identity_held = Gauge::default();
         let http_requests = Family::<StatusLabels, Counter>::default();
+        let connections_open = Gauge::default();
+        let connections_refused = Counter::default();
 
         // Counters get their `_total` suffix from the encoder.
         registry.register("gateway_enrollments", "Identities enrolled and installed", enrollments.clone());
@@ -87,6 +93,12 @@ impl Metrics {
         );
         registry.register("gateway_identity_held", "1 while a valid overlay identity is held", identity_held.clone());
         registry.register("gateway_http_requests", "HTTP responses served, by status code", http_requests.clone());
+        registry.register("gateway_connections_open", "Connections being served", connections_open.clone());
+        registry.register(
+            "gateway_connections_refused",
+            "Connections closed at once because the connection limit was reached",
+            connections_refused.clone(),
+        );
         // Pre-create the usual series so that rates work from the first scrape.
         for result in ["ok", "failed"] {
             drop(lease_renewals.get_or_create(&RenewalLabels { result }));
@@ -101,6 +113,8 @@ impl Metrics {
             lease_remaining,
             identity_held,
             http_requests,
+            connections_open,
+            connections_refused,
         }
     }
 
@@ -136,6 +150,29 @@ impl Metrics {
     /// Counts one HTTP response by its status code.
     pub fn record_response(&self, status: http::StatusCode) {
         self.http_requests.get_or_create(&StatusLabels { status: status.as_u16() }).inc();
+    }
+
+    /// A connection is being served.
+    pub fn record_connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    /// A connection being served has ended.
+    pub fn record_connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    /// A connection was closed at once: the connection limit was reached.
+    pub fn record_connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    pub fn connections_open(&self) -> i64 {
+        self.connections_open.get()
+    }
+
+    pub fn connections_refused_total(&self) -> u64 {
+        self.connections_refused.get()
     }
 
     pub fn enrollments_total(&self) -> u64 {

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rstest::rstest;
-use support::entries;
+use support::{blocking_get, entries};
 use workspace_tests::{Behaviour, FakeManagement};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
@@ -110,6 +110,113 @@ fn overlay_on_with_management_down_exits_1_naming_the_target() {
     assert!(entries(identity_dir.path()).is_empty());
 }
 
+#[test]
+fn a_flood_of_connections_beyond_the_cap_is_closed_at_once_and_the_gateway_keeps_answering() {
+    const CAP: usize = 50;
+    const FLOOD: usize = 200;
+    let listen = free_addr();
+    let admin = free_addr();
+    let mut child = KillOnDrop(
+        gateway(&[
+            ("GATEWAY_LISTEN_ADDR", &listen),
+            ("GATEWAY_ADMIN_ADDR", &admin),
+            ("GATEWAY_MAX_CONNECTIONS", &CAP.to_string()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn"),
+    );
+    wait_until_listening(&admin);
+    assert_eq!(blocking_get(&listen, "/").expect("a first request").0, 200);
+    wait_for_metric(&admin, "gateway_connections_open 0");
+    let rss_before = vm_rss_kib(child.0.id());
+
+    // Idle connections that never send a byte: the first CAP are held (until the
+    // header read timeout), the others must be closed at once.
+    let flood: Vec<std::net::TcpStream> = (0..FLOOD)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(&listen).expect("connect");
+            stream.set_nonblocking(true).expect("nonblocking");
+            stream
+        })
+        .collect();
+    let mut closed = [false; FLOOD];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while closed.iter().filter(|c| **c).count() < FLOOD - CAP && Instant::now() < deadline {
+        for (stream, closed) in flood.iter().zip(closed.iter_mut()).filter(|(_, closed)| !**closed) {
+            *closed = match std::io::Read::read(&mut &*stream, &mut [0u8; 16]) {
+                Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+                Ok(_) => true,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let closed = closed.iter().filter(|c| **c).count();
+    assert_eq!(closed, FLOOD - CAP, "connections closed at once out of {FLOOD} with a cap of {CAP}");
+    let rss_flooded = vm_rss_kib(child.0.id());
+
+    // The gateway keeps answering: its admin listener, and its metrics count the refusals.
+    let (status, metrics) = blocking_get(&admin, "/metrics").expect("metrics during the flood");
+    assert_eq!(status, 200);
+    assert!(metrics.contains(&format!("gateway_connections_refused_total {}", FLOOD - CAP)), "{metrics}");
+    assert!(metrics.contains(&format!("gateway_connections_open {CAP}")), "{metrics}");
+
+    // Once the flood goes, other clients are served again.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match blocking_get(&listen, "/after-the-flood") {
+            Ok((200, body)) => {
+                assert!(body.contains("/after-the-flood"), "{body}");
+                break;
+            }
+            other => assert!(Instant::now() < deadline, "not served again after the flood: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss_after = vm_rss_kib(child.0.id());
+    eprintln!(
+        "gateway VmRSS: {rss_before} KiB before, {rss_flooded} KiB with {CAP} held and {} refused, {rss_after} KiB after",
+        FLOOD - CAP
+    );
+    assert!(rss_flooded < rss_before + 16 * 1024, "memory grew from {rss_before} to {rss_flooded} KiB");
+    assert_eq!(terminate(&mut child.0).code(), Some(0));
+}
+
+/// A child process that a failed assertion must not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// Polls the admin `/metrics` until it contains `line`.
+fn wait_for_metric(admin: &str, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = blocking_get(admin, "/metrics").map(|(_, body)| body).unwrap_or_default();
+        if metrics.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{line:?} never appeared in: {metrics}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The resident set size of a process, from `/proc/<pid>/status`.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
 fn wait_until_listening(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
@@ -130,4 +237,41 @@ fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
         assert!(Instant::now() < deadline, "no exit within 5 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn overlay_on_with_plaintext_to_a_remote_management_exits_2_naming_what_to_set() {
+    // The default target, ziti-management:50051, is a name: not loopback.
+    let output = gateway(&[("ZITI_ENABLED", "true"), ("GATEWAY_ADMIN_ADDR", "127.0.0.1:0")]).output().expect("run");
+    let stderr = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    for named in [
+        "ZITI_MANAGEMENT_GRPC_TARGET=\"ziti-management:50051\"",
+        "ZITI_MANAGEMENT_TLS_CA",
+        "ZITI_MANAGEMENT_INSECURE=true",
+    ] {
+        assert!(stderr.contains(named), "{named} not named: {stderr}");
+    }
+}
+
+#[test]
+fn overlay_on_with_plaintext_to_a_remote_management_and_the_opt_in_starts_with_a_warning() {
+    // `.invalid` never resolves (RFC 6761): accepted, then enrollment fails at run time.
+    let identity_dir = tempfile::tempdir().expect("tempdir");
+    let output = gateway(&[
+        ("ZITI_ENABLED", "true"),
+        ("ZITI_MANAGEMENT_GRPC_TARGET", "http://ziti-management.invalid:50051"),
+        ("ZITI_MANAGEMENT_INSECURE", "true"),
+        ("ZITI_ENROLLMENT_TIMEOUT", "1s"),
+        ("GATEWAY_IDENTITY_DIR", &identity_dir.path().to_string_lossy()),
+        ("GATEWAY_ADMIN_ADDR", "127.0.0.1:0"),
+    ])
+    .output()
+    .expect("run gateway");
+    let stderr = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "accepted, then ziti-management is unreachable: {stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("INSECURE: ZITI_MANAGEMENT_INSECURE=true"),
+        "no warning: {stderr}"
+    );
 }

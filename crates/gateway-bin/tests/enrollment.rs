@@ -9,10 +9,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::CallerIdentity;
+use domain::{CallerIdentity, UnverifiedCallers};
 use gateway_bin::app::{self, Dependencies};
 use rstest::rstest;
-use support::{entries, get, overlay_config};
+use support::{PythonUpstream, entries, get, overlay_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use workspace_tests::{Behaviour, FakeManagement, identity_json_for};
 use ziti_transport::testing::TcpStandIn;
 use zitimgmt_grpc::{ManagementClient, ManagementConfig};
@@ -140,6 +141,155 @@ async fn callers_are_resolved_through_resolve_identity_and_cached() {
     server.stop().await;
 }
 
+/// An overlay stand-in whose every caller only claims to be `client-7`, as a dialer on
+/// an OpenZiti v1.6 network does.
+fn claiming_overlay() -> TcpStandIn {
+    TcpStandIn {
+        caller: Some(CallerIdentity {
+            id: Some("client-7".to_owned()),
+            name: Some("client".to_owned()),
+            verified: false,
+        }),
+        ..TcpStandIn::default()
+    }
+}
+
+/// Starts a gateway with `policy` on the stand-in, proxying to `upstream` when given.
+async fn start_with_policy(
+    server: &FakeManagement,
+    overlay: &TcpStandIn,
+    identity_dir: &std::path::Path,
+    policy: UnverifiedCallers,
+    upstream: Option<&PythonUpstream>,
+) -> (app::RunningGateway, std::net::SocketAddr) {
+    let mut config = overlay_config(&server.target(), Duration::from_secs(60), identity_dir);
+    config.upstream_url = upstream.map(|upstream| format!("http://{}/", upstream.addr).parse().expect("url"));
+    if let Some(overlay) = config.overlay.as_mut() {
+        overlay.unverified_callers = policy;
+    }
+    let gateway = app::start(config, deps(&server.target(), overlay)).await.expect("gateway starts");
+    let addr = overlay.last().expect("the overlay was never bound").addr;
+    (gateway, addr)
+}
+
+#[tokio::test]
+async fn by_default_an_unverified_caller_is_served_as_anonymous_and_its_claim_never_resolved() {
+    let server = FakeManagement::start(Behaviour::default()).await.expect("server");
+    let identity_dir = tempfile::tempdir().expect("tempdir");
+    let overlay = claiming_overlay();
+    let config = overlay_config(&server.target(), Duration::from_secs(60), identity_dir.path());
+    let gateway = app::start(config, deps(&server.target(), &overlay)).await.expect("gateway starts");
+    let addr = overlay.last().expect("the overlay was never bound").addr;
+
+    let (status, body) = get(addr, "/").await.expect("request");
+
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["transport"], "overlay", "{json}");
+    assert_eq!(json["caller"]["id"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["caller"]["name"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["caller"]["verified"], false, "{json}");
+    assert_eq!(json["principal"], serde_json::Value::Null, "{json}");
+    assert_eq!(server.resolves(), 0, "a claim must not be resolved");
+    gateway.shutdown().await.expect("clean shutdown");
+    server.stop().await;
+}
+
+#[rstest]
+#[case::anonymous(UnverifiedCallers::Anonymous, &[], 0)]
+#[case::claim(
+    UnverifiedCallers::Claim,
+    &[
+        ("HTTP_X_ZITI_CALLER_ID", "client-7"),
+        ("HTTP_X_ZITI_CALLER_NAME", "client"),
+        ("HTTP_X_ZITI_PRINCIPAL", "principal-name-of-client-7"),
+        ("HTTP_X_ZITI_PRINCIPAL_ROLES", "gateway-clients"),
+    ],
+    1
+)]
+#[tokio::test]
+async fn an_unverified_callers_headers_follow_the_policy(
+    #[case] policy: UnverifiedCallers,
+    #[case] identity_headers: &[(&str, &str)],
+    #[case] resolves: usize,
+) {
+    let server = FakeManagement::start(Behaviour::default()).await.expect("server");
+    let identity_dir = tempfile::tempdir().expect("tempdir");
+    let overlay = claiming_overlay();
+    let upstream = PythonUpstream::wsgi_header_echo();
+    let (gateway, addr) = start_with_policy(&server, &overlay, identity_dir.path(), policy, Some(&upstream)).await;
+
+    let (status, body) = get(addr, "/").await.expect("request");
+
+    assert_eq!(status, 200, "{body}");
+    let environ: std::collections::BTreeMap<String, String> = serde_json::from_str(&body).expect("json");
+    let ziti: std::collections::BTreeMap<&str, &str> = environ
+        .iter()
+        .filter(|(key, _)| key.starts_with("HTTP_X_ZITI_"))
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let mut expected: std::collections::BTreeMap<&str, &str> =
+        [("HTTP_X_ZITI_CALLER_TRANSPORT", "overlay"), ("HTTP_X_ZITI_CALLER_VERIFIED", "false")].into_iter().collect();
+    expected.extend(identity_headers.iter().copied());
+    assert_eq!(ziti, expected, "identity headers the upstream received");
+    assert_eq!(server.resolves(), resolves, "ResolveIdentity calls");
+    gateway.shutdown().await.expect("clean shutdown");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn under_reject_every_request_of_an_unverified_caller_is_403_with_a_reason() {
+    let server = FakeManagement::start(Behaviour::default()).await.expect("server");
+    let identity_dir = tempfile::tempdir().expect("tempdir");
+    let overlay = claiming_overlay();
+    let (gateway, addr) =
+        start_with_policy(&server, &overlay, identity_dir.path(), UnverifiedCallers::Reject, None).await;
+
+    // Two requests on one keep-alive connection: each is answered, none resets it.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"GET /first HTTP/1.1\r\nHost: gateway\r\n\r\n").await.expect("write");
+    let first = read_response(&mut stream).await;
+    stream.write_all(b"GET /second HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n").await.expect("write");
+    let second = read_response(&mut stream).await;
+
+    for (status, body) in [first, second] {
+        assert_eq!(status, 403, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        assert_eq!(json["error"], "forbidden", "{json}");
+        let reason = json["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("did not verify"), "{json}");
+        assert!(!body.contains("client-7"), "the claim is not echoed: {body}");
+    }
+    assert_eq!(server.resolves(), 0, "a refused claim must not be resolved");
+    gateway.shutdown().await.expect("clean shutdown");
+    server.stop().await;
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` body; returns (status, body).
+async fn read_response(stream: &mut tokio::net::TcpStream) -> (u16, String) {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|n| n.trim().to_owned()))
+                .and_then(|n| n.parse::<usize>().ok())
+                .expect("a content-length");
+            if body.len() >= length {
+                let status = head.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
+                return (status, body[..length].to_owned());
+            }
+        }
+        let read =
+            tokio::time::timeout(deadline, stream.read(&mut buf)).await.expect("response in time").expect("read");
+        assert!(read > 0, "the connection closed before a whole response: {text:?}");
+        received.extend_from_slice(&buf[..read]);
+    }
+}
+
 #[rstest]
 #[case::empty(b"" as &[u8], "malformed: it is empty")]
 #[case::not_json(b"{\"ztAPI\": secret-key-material", "not JSON")]
@@ -196,4 +346,64 @@ fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A self-signed CA certificate (PEM) named `name`.
+fn ca_pem(name: &str) -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&rcgen::KeyPair::generate().expect("key")).expect("CA").pem()
+}
+
+/// ziti-management (or whoever sits on its path) hands out an identity pointing at
+/// another CA or controller than the ones pinned: refused before anything is written
+/// or loaded, the lease given back, the cause named, no key material shown.
+#[rstest]
+#[case::foreign_ca("https://127.0.0.1:1280/edge/client/v1", "not in the pinned controller CA")]
+#[case::foreign_controller(
+    "https://ctrl.attacker.example:1280/edge/client/v1",
+    "its controller https://ctrl.attacker.example:1280 is not the pinned controller https://127.0.0.1:1280"
+)]
+#[tokio::test]
+async fn an_identity_that_does_not_match_the_pins_is_refused_and_its_lease_released(
+    #[case] api: &str,
+    #[case] named: &str,
+) {
+    let (pinned_ca, served_ca) = (ca_pem("the operator's controller CA"), ca_pem("someone else's CA"));
+    let served_ca = if named.contains("CA") { served_ca } else { pinned_ca.clone() };
+    let identity = serde_json::json!({
+        "ztAPI": api,
+        "id": {
+            "cert": "pem:-----BEGIN CERTIFICATE-----\nlease\n-----END CERTIFICATE-----\n",
+            "key": "pem:-----BEGIN PRIVATE KEY-----\nsecret-pinned-test\n-----END PRIVATE KEY-----\n",
+            "ca": format!("pem:{served_ca}"),
+        }
+    });
+    let behaviour = Behaviour { identity_json: Some(identity.to_string().into_bytes()), ..Behaviour::default() };
+    let server = FakeManagement::start(behaviour).await.expect("server");
+    let identity_dir = tempfile::tempdir().expect("tempdir");
+    let overlay = TcpStandIn::default();
+    let mut config = overlay_config(&server.target(), Duration::from_secs(60), identity_dir.path());
+    if let Some(settings) = config.overlay.as_mut() {
+        settings.controller_pins = ziti_transport::ControllerPins::none()
+            .with_controller("https://127.0.0.1:1280")
+            .and_then(|pins| pins.with_ca_pem(pinned_ca.as_bytes()))
+            .expect("pins");
+    }
+
+    let error = app::start(config, deps(&server.target(), &overlay)).await.expect_err("the identity must be refused");
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    assert!(message.contains("does not match the pins") && message.contains(named), "{message}");
+    assert!(!message.contains("secret-pinned-test") && !message.contains("BEGIN"), "key material shown: {message}");
+    assert_eq!(server.issued(), ["lease-1"]);
+    assert_eq!(server.releases(), ["lease-1"], "the refused lease must be given back");
+    assert!(overlay.last().is_none(), "the refused identity was loaded");
+    assert!(entries(identity_dir.path()).is_empty(), "left behind: {:?}", entries(identity_dir.path()));
+    server.stop().await;
 }

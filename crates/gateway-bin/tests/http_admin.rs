@@ -11,7 +11,7 @@ use domain::IdentityId;
 use domain::ports::{LeaseEvent, LeaseObserver};
 use domain::{Caller, Transport};
 use gateway_bin::admin::serve_admin;
-use gateway_bin::http::{HttpService, RequestContext, serve_connection};
+use gateway_bin::http::{HttpService, ProxySettings, RequestContext, serve_connection};
 use gateway_bin::metrics::Metrics;
 use gateway_bin::readiness::{LeaseTracker, Readiness};
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -119,13 +119,13 @@ async fn metrics_count_served_requests_and_lease_events() {
     // Two requests served by the gateway's HTTP on a real connection.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = listener.local_addr().unwrap();
-    let service = HttpService::new(None, Duration::from_secs(5), metrics.clone());
+    let service = HttpService::new(None, &ProxySettings::default(), metrics.clone());
     let graceful = GracefulShutdown::new();
     let watcher = graceful.watcher();
     tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
         let caller = Caller { transport: Transport::Tcp, peer: peer.to_string(), identity: None };
-        serve_connection(stream, RequestContext { caller, principal: None }, service, watcher).await;
+        serve_connection(stream, RequestContext { caller, principal: None, refusal: None }, service, watcher).await;
     });
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     for path in ["/a", "/b"] {

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use domain::{Caller, CallerIdentity, Principal, Transport};
-use gateway_bin::http::{HttpService, RequestContext, serve_connection};
+use gateway_bin::http::{HttpService, ProxySettings, RequestContext, serve_connection};
 use gateway_bin::metrics::Metrics;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -20,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
+use support::PythonUpstream;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -36,8 +40,17 @@ struct Gateway {
 
 impl Gateway {
     async fn start(upstream: Option<Uri>, timeout: Duration, context: fn(SocketAddr) -> RequestContext) -> Self {
+        let settings = ProxySettings { timeout, ..ProxySettings::default() };
+        Self::start_with(upstream, &settings, context).await
+    }
+
+    async fn start_with(
+        upstream: Option<Uri>,
+        settings: &ProxySettings,
+        context: fn(SocketAddr) -> RequestContext,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let service = HttpService::try_new(upstream, timeout, metrics.clone()).unwrap();
+        let service = HttpService::try_new(upstream, settings, metrics.clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -77,6 +90,7 @@ fn tcp_caller(peer: SocketAddr) -> RequestContext {
     RequestContext {
         caller: Caller { transport: Transport::Tcp, peer: peer.to_string(), identity: None },
         principal: None,
+        refusal: None,
     }
 }
 
@@ -92,6 +106,7 @@ fn overlay_caller(_: SocketAddr) -> RequestContext {
             }),
         },
         principal: Some(Principal { name: "Alice".to_owned(), role_attributes: vec!["readers".to_owned()] }),
+        refusal: None,
     }
 }
 
@@ -295,4 +310,115 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     let drained = gateway.shutdown(Duration::from_secs(2)).await;
 
     assert!(drained, "idle connections do not hold up the drain");
+}
+
+/// Client headers that claim an identity or a forwarding path, in both spellings.
+const FORGED_HEADERS: &[(&str, &str)] = &[
+    ("x_ziti_principal", "admin"),
+    ("x_ziti_caller_verified", "true"),
+    ("X_Ziti_Caller_Id", "zid-admin"),
+    ("x-ziti-principal-roles", "gateway-admins"),
+    ("X-Forwarded-Port", "443"),
+    ("x-forwarded-prefix", "/admin"),
+    ("x-forwarded-ssl", "on"),
+    ("x-forwarded-scheme", "https"),
+    ("x_forwarded_for", "6.6.6.6"),
+    ("x_forwarded_proto", "https"),
+    ("x-forwarded-host", "evil.example"),
+    ("x-real-ip", "6.6.6.6"),
+    ("x_real_ip", "6.6.6.6"),
+    ("forwarded", "for=6.6.6.6;proto=https"),
+    ("true-client-ip", "6.6.6.6"),
+    ("cf_connecting_ip", "6.6.6.6"),
+    ("x-client-ip", "6.6.6.6"),
+    ("x-cluster-client-ip", "6.6.6.6"),
+    ("x-original-forwarded-for", "6.6.6.6"),
+];
+
+#[tokio::test]
+async fn forged_identity_and_forwarding_headers_in_either_spelling_do_not_reach_a_wsgi_upstream() {
+    let upstream = PythonUpstream::wsgi_header_echo();
+    let gateway =
+        Gateway::start(Some(format!("http://{}/", upstream.addr).parse().unwrap()), Duration::from_secs(5), tcp_caller)
+            .await;
+
+    let mut request = Request::get(gateway.url("/whoami")).header("host", "evil.example").header("x-app", "kept");
+    for (name, value) in FORGED_HEADERS {
+        request = request.header(*name, *value);
+    }
+    let (status, _, body) = send(request.body(Full::default()).unwrap()).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let environ: BTreeMap<String, String> = serde_json::from_str(&body).unwrap();
+    let expected: BTreeMap<String, String> = [
+        ("HTTP_HOST", upstream.addr.to_string().as_str()),
+        ("HTTP_X_APP", "kept"),
+        ("HTTP_X_ZITI_CALLER_TRANSPORT", "tcp"),
+        ("HTTP_X_ZITI_CALLER_VERIFIED", "false"),
+        ("HTTP_X_FORWARDED_FOR", "127.0.0.1"),
+        ("HTTP_X_FORWARDED_PROTO", "http"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect();
+    assert_eq!(environ, expected, "the upstream's environ holds only the gateway's own values");
+}
+
+#[tokio::test]
+async fn x_forwarded_host_reaches_the_upstream_only_for_a_listed_host() {
+    let upstream = PythonUpstream::wsgi_header_echo();
+    let settings = ProxySettings { forwarded_hosts: vec!["gw.example".to_owned()], ..ProxySettings::default() };
+    let gateway =
+        Gateway::start_with(Some(format!("http://{}/", upstream.addr).parse().unwrap()), &settings, tcp_caller).await;
+
+    for (host, forwarded) in [("GW.example", Some("GW.example")), ("evil.example", None), ("gw.example:81", None)] {
+        let request = Request::get(gateway.url("/")).header("host", host).header("x-forwarded-host", "forged");
+        let (status, _, body) = send(request.body(Full::default()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let environ: BTreeMap<String, String> = serde_json::from_str(&body).unwrap();
+        assert_eq!(environ.get("HTTP_X_FORWARDED_HOST").map(String::as_str), forwarded, "Host: {host}");
+    }
+}
+
+#[tokio::test]
+async fn dot_segments_cannot_leave_the_upstreams_base_path() {
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(files.path().join("api/docs")).unwrap();
+    std::fs::create_dir_all(files.path().join("private")).unwrap();
+    std::fs::write(files.path().join("api/docs/readme.txt"), "public readme").unwrap();
+    std::fs::write(files.path().join("private/secret.txt"), "top secret").unwrap();
+    let log = tempfile::tempdir().unwrap();
+    let seen = log.path().join("seen.log");
+    let upstream = PythonUpstream::file_server(files.path(), &seen);
+    let gateway = Gateway::start(
+        Some(format!("http://{}/api/", upstream.addr).parse().unwrap()),
+        Duration::from_secs(5),
+        tcp_caller,
+    )
+    .await;
+
+    assert_eq!(support::get(gateway.addr, "/docs/readme.txt").await.unwrap(), (200, "public readme".to_owned()));
+    let inside = support::get(gateway.addr, "/docs/./old/../%72eadme.txt?v=1").await.unwrap();
+    assert_eq!(inside, (200, "public readme".to_owned()), "dot segments that stay inside are resolved");
+    for target in [
+        "/../private/secret.txt",
+        "/%2e%2e/private/secret.txt",
+        "/%2E%2e/private/secret.txt",
+        "/.%2e/private/secret.txt",
+        "/docs/../../private/secret.txt",
+        "/..%2fprivate/secret.txt",
+        "/..%5cprivate%5csecret.txt",
+    ] {
+        let (status, body) = support::get(gateway.addr, target).await.unwrap();
+        assert_eq!(status, 400, "{target} answered {status}: {body}");
+        assert!(body.starts_with("bad request: "), "{target}: {body}");
+    }
+
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        ["/api/docs/readme.txt", "/api/docs/readme.txt?v=1"],
+        "the upstream saw only targets inside its base path"
+    );
+    assert_eq!(gateway.metrics.http_requests_total(400), 7);
 }

@@ -41,15 +41,18 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// The network's ziti-management (over TLS) unless `extra` names another target.
     fn start(network: &ZitiNetwork, extra: &[(&str, &str)]) -> Self {
         let identity_dir = tempfile::tempdir().unwrap();
         let admin = format!("127.0.0.1:{}", free_port());
+        let own_target = extra.iter().any(|(name, _)| *name == "ZITI_MANAGEMENT_GRPC_TARGET");
+        let management = if own_target { Vec::new() } else { network.management_env().to_vec() };
         let mut child = Command::new(GATEWAY)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(management)
             .envs([
                 ("ZITI_ENABLED", "true"),
-                ("ZITI_MANAGEMENT_GRPC_TARGET", network.management_grpc_target.as_str()),
                 ("ZITI_SERVICE_NAME", network.service_name.as_str()),
                 ("GATEWAY_IDENTITY_DIR", &identity_dir.path().to_string_lossy()),
                 ("GATEWAY_ADMIN_ADDR", &admin),
@@ -163,6 +166,15 @@ impl Drop for TunnelProxy {
     }
 }
 
+/// What the default `GATEWAY_UNVERIFIED_CALLERS=anonymous` makes of a caller the router
+/// did not vouch for: no name, no id, no principal.
+fn assert_unverified_caller_is_anonymous(json: &serde_json::Value) {
+    assert!(json["caller"]["name"].is_null(), "an unverified claim was passed on: {json}");
+    assert!(json["caller"]["id"].is_null(), "{json}");
+    assert_eq!(json["caller"]["verified"], false, "{json}");
+    assert!(json["principal"].is_null(), "an unverified claim was resolved: {json}");
+}
+
 fn identity_exists(network: &ZitiNetwork, id: &str) -> bool {
     let out = network.ziti().args(["edge", "list", "identities", &format!("id=\"{id}\""), "-j"]).output().unwrap();
     assert!(out.status.success(), "ziti edge list identities: {}", String::from_utf8_lossy(&out.stderr));
@@ -181,14 +193,22 @@ fn serves_http_over_the_overlay_to_a_go_client_and_cleans_up_on_sigterm() {
 
     let body = proxy.get_ok("/hello", Duration::from_secs(30));
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    eprintln!("OpenZiti {}: the Go client through `ziti tunnel proxy` got {json}", network.version);
     assert_eq!(json["transport"], "overlay", "{json}");
     assert_eq!(json["path"], "/hello");
-    // A v1.6 router passes only the dialer's own claim (the Go SDK sends its identity
-    // name); the gateway says so, and resolves it through ziti-management.
-    assert_eq!(json["caller"]["name"], "gateway-client", "{json}");
-    assert_eq!(json["caller"]["verified"], false, "{json}");
-    assert_eq!(json["principal"]["name"], "gateway-client", "{json}");
-    assert_eq!(json["principal"]["role_attributes"], serde_json::json!(["gateway-clients"]), "{json}");
+    if network.routers_vouch_for_dialers() {
+        // The router filled in the dialer's identity from its session: verified, and
+        // resolved through ziti-management.
+        assert_eq!(json["caller"]["name"], "gateway-client", "{json}");
+        assert!(json["caller"]["id"].as_str().is_some_and(|id| !id.is_empty()), "{json}");
+        assert_eq!(json["caller"]["verified"], true, "{json}");
+        assert_eq!(json["principal"]["name"], "gateway-client", "{json}");
+        assert_eq!(json["principal"]["role_attributes"], serde_json::json!(["gateway-clients"]), "{json}");
+    } else {
+        // A v1 router passes on only the dialer's own claim: by default the gateway
+        // serves such a caller as anonymous and resolves nothing.
+        assert_unverified_caller_is_anonymous(&json);
+    }
 
     let leases = gateway.leases();
     assert_eq!(leases.len(), 1, "{}", gateway.log());
@@ -418,12 +438,15 @@ impl Relay {
 fn ziti_management_unreachable_for_less_than_the_ttl_does_not_interrupt_service() {
     let _one = one_at_a_time();
     let network = ZitiNetwork::from_env();
-    let relay = Relay::start(network.management_grpc_target.trim_start_matches("http://").to_owned());
-    let target = format!("http://{}", relay.addr);
+    let relay = Relay::start(network.management_grpc_target.trim_start_matches("https://").to_owned());
+    // TLS through the relay: the certificate names 127.0.0.1, the relay's address too.
+    let target = format!("https://{}", relay.addr);
+    let ca = network.management_tls_ca.to_string_lossy().into_owned();
     let mut gateway = Gateway::start(
         &network,
         &[
             ("ZITI_MANAGEMENT_GRPC_TARGET", target.as_str()),
+            ("ZITI_MANAGEMENT_TLS_CA", ca.as_str()),
             ("ZITI_LEASE_RENEWAL_INTERVAL", "2s"),
             ("ZITI_MANAGEMENT_TIMEOUT", "1s"),
         ],
@@ -436,7 +459,8 @@ fn ziti_management_unreachable_for_less_than_the_ttl_does_not_interrupt_service(
     let outage = Instant::now();
     let mut served = 0;
     while outage.elapsed() < Duration::from_secs(10) {
-        let (status, body) = support::blocking_get(&proxy.addr, "/during").unwrap();
+        let (status, body) = support::blocking_get(&proxy.addr, "/during")
+            .unwrap_or_else(|err| panic!("request failed after {:?}: {err}\n{}", outage.elapsed(), gateway.log()));
         assert_eq!(status, 200, "interrupted after {:?}: {body}\n{}", outage.elapsed(), gateway.log());
         served += 1;
         std::thread::sleep(Duration::from_millis(250));
@@ -482,4 +506,97 @@ fn a_hundred_concurrent_go_dialers_are_all_served() {
     }
     let (status, _) = gateway.terminate();
     assert!(status.success(), "{}", gateway.log());
+}
+
+/// An identity holding the role `gateway-admins`, which the forged claims name; deleted
+/// again on drop.
+struct Admin<'a> {
+    network: &'a ZitiNetwork,
+    name: String,
+}
+
+impl<'a> Admin<'a> {
+    fn create(network: &'a ZitiNetwork) -> Self {
+        let name = format!("gateway-admin-{}", std::process::id());
+        let out = network.ziti().args(["edge", "create", "identity", &name, "-a", "gateway-admins"]).output().unwrap();
+        assert!(out.status.success(), "creating {name}: {}", String::from_utf8_lossy(&out.stderr));
+        Self { network, name }
+    }
+}
+
+impl Drop for Admin<'_> {
+    fn drop(&mut self) {
+        let _ = self.network.ziti().args(["edge", "delete", "identity", &self.name]).output();
+    }
+}
+
+/// One GET over a Rust SDK dial of the `gateway` service whose Connect claims to be
+/// `claimed` (edge header 1008); retried until the fresh binding takes dials.
+async fn forged_get(network: &ZitiNetwork, claimed: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let context = ziti_sdk::ZitiContext::from_file(&network.client_identity).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match context.dial_with_forged_caller_claim(&network.service_name, claimed).await {
+            Ok(conn) => break conn,
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("dial not answered yet: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("no dial within 30 s: {err}"),
+        }
+    };
+    conn.write_all(b"GET /whoami HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut response)).await.unwrap().unwrap();
+    let response = String::from_utf8_lossy(&response);
+    let status = response.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or_else(|err| panic!("not JSON ({err}): {response}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_caller_claim_never_reaches_the_upstream_as_someone_else() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let admin = Admin::create(&network);
+    for policy in [None, Some("anonymous"), Some("claim"), Some("reject")] {
+        let extra: Vec<(&str, &str)> =
+            policy.map(|policy| ("GATEWAY_UNVERIFIED_CALLERS", policy)).into_iter().collect();
+        let mut gateway = Gateway::start(&network, &extra);
+        gateway.wait_ready(Duration::from_secs(60));
+        let (status, json) = forged_get(&network, &admin.name).await;
+        let policy = policy.unwrap_or("(default)");
+        eprintln!("OpenZiti {}, GATEWAY_UNVERIFIED_CALLERS={policy}: {status} {json}", network.version);
+        if network.routers_vouch_for_dialers() {
+            // The router names the dialer from its session, whatever it claims.
+            assert_eq!(status, 200, "{policy}: {json}");
+            assert_eq!(json["caller"]["name"], "gateway-client", "{policy}: {json}");
+            assert_eq!(json["caller"]["verified"], true, "{policy}: {json}");
+            assert_eq!(json["principal"]["name"], "gateway-client", "{policy}: {json}");
+        } else {
+            match policy {
+                "claim" => {
+                    // Explicitly opted into: passed on, and marked as a mere claim.
+                    assert_eq!(status, 200, "{json}");
+                    assert_eq!(json["caller"]["name"], admin.name.as_str(), "{json}");
+                    assert_eq!(json["caller"]["verified"], false, "{json}");
+                }
+                "reject" => {
+                    assert_eq!(status, 403, "{json}");
+                    assert!(json["error"].as_str().is_some_and(|reason| !reason.is_empty()), "{json}");
+                }
+                _ => assert_unverified_caller_is_anonymous(&json),
+            }
+        }
+        if policy != "claim" || network.routers_vouch_for_dialers() {
+            let text = json.to_string();
+            assert!(
+                !text.contains(&admin.name) && !text.contains("gateway-admins"),
+                "{policy}: the claim got through: {text}"
+            );
+        }
+        let (status, _) = gateway.terminate();
+        assert!(status.success(), "{}", gateway.log());
+    }
 }

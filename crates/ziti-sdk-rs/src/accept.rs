@@ -3,9 +3,11 @@
 use tokio::sync::mpsc;
 
 use crate::bind::Binding;
+use crate::channel::flow::FlowConn;
 use crate::channel::frame::Message;
+use crate::channel::xgress::{Circuit, Originator};
 use crate::channel::{ConnKind, Event};
-use crate::conn::{ConnParts, ZitiConn};
+use crate::conn::{ConnParts, DataPath, ZitiConn, flow_windows};
 use crate::edge::{self, content, header};
 use crate::error::Error;
 use crate::peer::DialerIdentity;
@@ -77,14 +79,30 @@ async fn accept_dial(binding: &Binding, dial: &Message) -> Result<ZitiConn, Stri
         None => None,
     };
     let channel = &binding.handle.channel;
-    let inbox = channel.register_id(conn_id, ConnKind::Dial);
+    // The router offers flow control when our Bind asked for it; the dialer starts the circuit.
+    let path = if dial.header_bool(header::USE_XGRESS_TO_SDK) {
+        let circuit_id = dial.header(header::CIRCUIT_ID).ok_or("flow-controlled dial carries no circuit id")?;
+        let windows = flow_windows(&binding.context.inner.options);
+        let flow = FlowConn::new(Circuit::new(circuit_id, conn_id, Originator::Terminator, windows));
+        channel.register_flow(conn_id, ConnKind::Dial, flow.clone());
+        DataPath::Flow(flow)
+    } else {
+        DataPath::Legacy(channel.register_id(conn_id, ConnKind::Dial))
+    };
     let sent = async {
         channel.send(edge::dial_success(binding.handle.bind_id, dial.sequence, conn_id)).await?;
         match keys {
             Some(keys) => {
                 // Our stream header goes first, alone, right after DialSuccess.
                 let (sealer, stream_header) = keys.sealer();
-                channel.send(edge::data(conn_id, stream_header.to_vec())).await?;
+                let first = match &path {
+                    // Held until the dialer starts the circuit.
+                    DataPath::Flow(flow) => flow.send(stream_header.to_vec().into(), false),
+                    DataPath::Legacy(_) => Some(edge::data(conn_id, stream_header.to_vec())),
+                };
+                if let Some(first) = first {
+                    channel.send(first).await?;
+                }
                 Ok::<_, Error>(Some((sealer, keys)))
             }
             None => Ok(None),
@@ -104,7 +122,7 @@ async fn accept_dial(binding: &Binding, dial: &Message) -> Result<ZitiConn, Stri
         service: binding.service.clone(),
         dialer: Some(DialerIdentity::from_dial(dial)),
         circuit_id: dial.header_str(header::CIRCUIT_ID).map(str::to_owned),
-        inbox,
+        path,
         crypto,
     }))
 }

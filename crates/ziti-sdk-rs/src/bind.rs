@@ -120,7 +120,11 @@ async fn bind_with(
     let inner = &context.inner;
     let keys = info.encryption_required.then(KeyPair::generate);
     let (bind_id, mut inbox) = channel.register(ConnKind::Bind);
-    let request = edge::bind(bind_id, &session.token, keys.as_ref().map(KeyPair::public));
+    let mut request = edge::bind(bind_id, &session.token, keys.as_ref().map(KeyPair::public));
+    if inner.options.flow_control {
+        // Dials then say whether the router uses flow control for them.
+        request = request.with_bool(edge::header::USE_XGRESS_TO_SDK, true);
+    }
     let failed = |reason: String| Error::BindFailed { service: service.to_owned(), reason };
     let bound = async {
         let reply = channel.request(request, inner.options.request_timeout).await?;

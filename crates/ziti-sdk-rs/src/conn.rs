@@ -3,6 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -10,9 +11,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::PollSender;
 
+use crate::channel::flow::FlowConn;
 use crate::channel::frame::Message;
+use crate::channel::xgress::Windows;
 use crate::channel::{Channel, Event, Inbox};
-use crate::context::ZitiContext;
+use crate::context::{ContextOptions, ZitiContext};
 use crate::crypto::{HEADER_LEN, Opener, Sealer, SessionKeys};
 use crate::edge;
 use crate::peer::DialerIdentity;
@@ -28,6 +31,20 @@ enum Receive {
     Open(Opener),
 }
 
+/// How a connection's data travels.
+pub(crate) enum DataPath {
+    /// Edge Data messages, no flow control (routers that do not offer it, or turned off).
+    Legacy(Inbox),
+    /// Per-circuit flow control.
+    Flow(Arc<FlowConn>),
+}
+
+/// The flow-control windows `options` ask for.
+pub(crate) fn flow_windows(options: &ContextOptions) -> Windows {
+    let window = u32::try_from(options.flow_window).unwrap_or(u32::MAX);
+    Windows { send: window, receive: window }
+}
+
 /// Everything a connection is made of, assembled by dial or accept.
 pub(crate) struct ConnParts {
     pub context: ZitiContext,
@@ -36,7 +53,7 @@ pub(crate) struct ConnParts {
     pub service: String,
     pub dialer: Option<DialerIdentity>,
     pub circuit_id: Option<String>,
-    pub inbox: Inbox,
+    pub path: DataPath,
     /// Our sending stream (its header already sent) and the keys to open the peer's.
     pub crypto: Option<(Sealer, SessionKeys)>,
 }
@@ -49,7 +66,7 @@ pub struct ZitiConn {
     service: String,
     dialer: Option<DialerIdentity>,
     circuit_id: Option<String>,
-    inbox: Inbox,
+    path: DataPath,
     outbound: PollSender<Message>,
     sealer: Option<Sealer>,
     receive: Receive,
@@ -67,6 +84,7 @@ impl std::fmt::Debug for ZitiConn {
             .field("router", &self.channel.router())
             .field("dialer", &self.dialer)
             .field("encrypted", &self.sealer.is_some())
+            .field("flow_control", &matches!(self.path, DataPath::Flow(_)))
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +103,7 @@ impl ZitiConn {
             service: parts.service,
             dialer: parts.dialer,
             circuit_id: parts.circuit_id,
-            inbox: parts.inbox,
+            path: parts.path,
             sealer,
             receive,
             unread: Bytes::new(),
@@ -107,6 +125,12 @@ impl ZitiConn {
     /// The fabric circuit carrying this connection, when the router named it.
     pub fn circuit_id(&self) -> Option<&str> {
         self.circuit_id.as_deref()
+    }
+
+    /// Whether the connection uses per-circuit flow control (a reader that stops holds
+    /// up only this connection), rather than the legacy data path.
+    pub fn is_flow_controlled(&self) -> bool {
+        matches!(self.path, DataPath::Flow(_))
     }
 
     /// Whether the payload is end-to-end encrypted.
@@ -171,55 +195,97 @@ impl AsyncRead for ZitiConn {
             if this.read_done {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(this.inbox.poll_recv(cx)) {
-                Some(Event::Message(message)) => match message.content_type {
-                    edge::content::DATA => {
-                        let flags = message.header_u32(edge::header::FLAGS).unwrap_or(0);
-                        if !message.body.is_empty() {
-                            this.receive_data(message.body)?;
+            match &mut this.path {
+                DataPath::Flow(flow) => match ready!(flow.poll_read(&this.channel, cx)) {
+                    Ok(Some(delivery)) => {
+                        if !delivery.data.is_empty() {
+                            this.receive_data(delivery.data)?;
                         }
-                        if flags & edge::FLAG_FIN != 0 {
-                            this.read_done = true;
-                        }
+                        this.read_done |= delivery.fin || delivery.end;
                     }
-                    edge::content::STATE_CLOSED => {
-                        tracing::debug!(conn_id = this.conn_id, reason = %message.body_text(), "peer closed");
+                    Ok(None) => this.read_done = true,
+                    Err(reason) => {
+                        this.read_done = true;
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, reason)));
+                    }
+                },
+                DataPath::Legacy(inbox) => match ready!(inbox.poll_recv(cx)) {
+                    Some(Event::Message(message)) => match message.content_type {
+                        edge::content::DATA => {
+                            let flags = message.header_u32(edge::header::FLAGS).unwrap_or(0);
+                            if !message.body.is_empty() {
+                                this.receive_data(message.body)?;
+                            }
+                            if flags & edge::FLAG_FIN != 0 {
+                                this.read_done = true;
+                            }
+                        }
+                        edge::content::STATE_CLOSED => {
+                            tracing::debug!(conn_id = this.conn_id, reason = %message.body_text(), "peer closed");
+                            this.read_done = true;
+                            this.closed = true;
+                        }
+                        _ => {}
+                    },
+                    Some(Event::Lost(reason)) => {
                         this.read_done = true;
                         this.closed = true;
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, reason)));
                     }
-                    _ => {}
+                    None => {
+                        this.read_done = true;
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection lost")));
+                    }
                 },
-                Some(Event::Lost(reason)) => {
-                    this.read_done = true;
-                    this.closed = true;
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, reason)));
-                }
-                None => {
-                    this.read_done = true;
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection lost")));
-                }
             }
         }
+    }
+}
+
+impl ZitiConn {
+    /// Sends one Data (legacy) or payload (flow control) once there is room for it.
+    fn poll_send(&mut self, cx: &mut Context<'_>, body: &[u8], fin: bool) -> Poll<io::Result<()>> {
+        if let DataPath::Flow(flow) = &self.path {
+            ready!(flow.poll_writable(cx)).map_err(broken)?;
+        }
+        ready!(self.outbound.poll_reserve(cx)).map_err(|_| broken("edge router channel closed"))?;
+        let body = match &mut self.sealer {
+            Some(sealer) if !body.is_empty() => {
+                Bytes::from(sealer.seal(body).map_err(|err| invalid(&err.to_string()))?)
+            }
+            _ => Bytes::copy_from_slice(body),
+        };
+        let message = match &self.path {
+            DataPath::Legacy(_) if fin => Some(edge::fin(self.conn_id)),
+            DataPath::Legacy(_) => Some(edge::data(self.conn_id, body)),
+            DataPath::Flow(flow) => flow.send(body, fin),
+        };
+        match message {
+            Some(message) => {
+                let message = self.channel.sequenced(message);
+                self.outbound.send_item(message).map_err(|_| broken("edge router channel closed"))?;
+            }
+            // Held until the circuit starts; the reserved slot is not needed.
+            None => {
+                self.outbound.abort_send();
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for ZitiConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.closed || this.write_done || this.inbox.peer_closed() {
+        let peer_closed = matches!(&this.path, DataPath::Legacy(inbox) if inbox.peer_closed());
+        if this.closed || this.write_done || peer_closed {
             return Poll::Ready(Err(broken("connection closed for writing")));
         }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        ready!(this.outbound.poll_reserve(cx)).map_err(|_| broken("edge router channel closed"))?;
         let chunk = &buf[..buf.len().min(MAX_CHUNK)];
-        let body = match &mut this.sealer {
-            Some(sealer) => Bytes::from(sealer.seal(chunk).map_err(|err| invalid(&err.to_string()))?),
-            None => Bytes::copy_from_slice(chunk),
-        };
-        let message = this.channel.sequenced(edge::data(this.conn_id, body));
-        this.outbound.send_item(message).map_err(|_| broken("edge router channel closed"))?;
+        ready!(this.poll_send(cx, chunk, false))?;
         Poll::Ready(Ok(chunk.len()))
     }
 
@@ -234,9 +300,7 @@ impl AsyncWrite for ZitiConn {
         if this.write_done || this.closed {
             return Poll::Ready(Ok(()));
         }
-        ready!(this.outbound.poll_reserve(cx)).map_err(|_| broken("edge router channel closed"))?;
-        let message = this.channel.sequenced(edge::fin(this.conn_id));
-        this.outbound.send_item(message).map_err(|_| broken("edge router channel closed"))?;
+        ready!(this.poll_send(cx, &[], true))?;
         this.write_done = true;
         Poll::Ready(Ok(()))
     }
@@ -244,7 +308,18 @@ impl AsyncWrite for ZitiConn {
 
 impl Drop for ZitiConn {
     fn drop(&mut self) {
-        self.channel.deregister(self.conn_id);
-        self.send_close();
+        match &self.path {
+            DataPath::Flow(flow) => {
+                // Our last data may still need resending: the channel finishes the
+                // circuit once it is acknowledged.
+                if flow.close(&self.channel) {
+                    self.channel.deregister(self.conn_id);
+                }
+            }
+            DataPath::Legacy(_) => {
+                self.channel.deregister(self.conn_id);
+                self.send_close();
+            }
+        }
     }
 }

@@ -37,6 +37,9 @@ pub mod header {
     pub const SUPPORTS_INSPECT: i32 = 1023;
     pub const SUPPORTS_BIND_SUCCESS: i32 = 1024;
     pub const CIRCUIT_ID: i32 = 1026;
+    /// On Connect and Bind: asks for per-circuit flow control; on StateConnected and
+    /// Dial: the router agreed (routers that do not know it leave it off).
+    pub const USE_XGRESS_TO_SDK: i32 = 1028;
     pub const DIALER_IDENTITY_ID: i32 = 1034;
     pub const DIALER_IDENTITY_NAME: i32 = 1035;
 }

@@ -59,5 +59,20 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// Whether the failure may pass by itself, so retrying (with backoff) is right: the
+    /// controller answered 5xx or 429 or could not be reached (connect, TLS, timeout), or
+    /// a router channel broke. A refusal ([`Error::LoginRejected`],
+    /// [`Error::SessionExpired`]) is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Controller { status, .. } => *status >= 500 || *status == 429,
+            Error::Http(err) => err.is_connect() || err.is_timeout() || err.is_request() || err.is_body(),
+            Error::Timeout(_) | Error::Io(_) | Error::ChannelClosed { .. } | Error::NoRouterReachable { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Shorthand for SDK results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

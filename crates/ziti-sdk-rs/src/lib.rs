@@ -15,6 +15,7 @@
 //! ```
 
 mod accept;
+mod backoff;
 mod bind;
 pub mod channel;
 mod conn;
@@ -24,6 +25,8 @@ mod crypto;
 mod dial;
 mod edge;
 mod error;
+#[cfg(test)]
+mod fake_controller;
 mod identity;
 mod listener;
 mod peer;

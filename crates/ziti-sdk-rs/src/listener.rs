@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::accept::{Accepted, Ended, serve};
+use crate::backoff::Backoff;
 use crate::bind::{BindHandle, Binding, bind_everywhere, bind_on};
 use crate::conn::ZitiConn;
 use crate::context::ZitiContext;
@@ -87,7 +88,7 @@ async fn supervise(mut binding: Binding, slot: usize, accepted: Accepted, binds:
         };
         binds.set(slot, None);
         tracing::warn!(service = %binding.service, %router, err = %lost, "lost the bind; binding again");
-        let mut delay = FIRST_RETRY;
+        let mut retry = Backoff::new(FIRST_RETRY, MAX_RETRY);
         binding = loop {
             if accepted.is_closed() {
                 return;
@@ -99,9 +100,9 @@ async fn supervise(mut binding: Binding, slot: usize, accepted: Accepted, binds:
                     return;
                 }
                 Err(err) => {
+                    let delay = retry.next_delay();
                     tracing::warn!(service = %binding.service, %router, %err, retry_in = ?delay, "binding again failed");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_RETRY);
                 }
             }
         };

@@ -5,6 +5,7 @@
 mod binder;
 mod identity_file;
 mod installer;
+mod pins;
 mod tcp;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -13,5 +14,6 @@ mod ziti;
 pub use binder::{BindError, OverlayBinder};
 pub use identity_file::{IdentityFileError, IdentityFileStore, StagedIdentity, check_identity_json};
 pub use installer::{ListenerUpdate, OverlayInstaller};
+pub use pins::{ControllerPins, PinError, PinMismatch};
 pub use tcp::{TcpBindError, TcpServiceListener};
 pub use ziti::ZitiBinder;

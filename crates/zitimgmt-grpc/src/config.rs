@@ -26,6 +26,10 @@ pub struct ManagementConfig {
     pub max_response_bytes: usize,
     /// TLS towards ziti-management; `None` means plain text unless the target is `https://`.
     pub tls: Option<TlsMaterial>,
+    /// Allows plain text to a host other than loopback. Off by default: the leased
+    /// identity, private key included, would cross the network readable by anyone on
+    /// the path.
+    pub allow_plaintext_to_remote: bool,
 }
 
 impl ManagementConfig {
@@ -37,6 +41,7 @@ impl ManagementConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             tls: None,
+            allow_plaintext_to_remote: false,
         }
     }
 
@@ -46,7 +51,15 @@ impl ManagementConfig {
         Self { tls: Some(tls), ..self }
     }
 
-    /// Checks the configuration and returns the URI the client connects to.
+    /// Whether calls would go as plain text to a host that is not loopback (another
+    /// machine could read them). Fails when the target itself is invalid.
+    pub fn is_plaintext_to_remote(&self) -> Result<bool, ConfigError> {
+        let uri = target_uri(&self.target, self.tls.is_some())?;
+        Ok(uri.scheme_str() == Some("http") && !uri.host().is_some_and(is_loopback_host))
+    }
+
+    /// Checks the configuration and returns the URI the client connects to. Plain text
+    /// to a host that is not loopback is refused unless [`Self::allow_plaintext_to_remote`].
     pub fn uri(&self) -> Result<Uri, ConfigError> {
         for (field, zero) in [
             ("connect_timeout", self.connect_timeout.is_zero()),
@@ -57,8 +70,22 @@ impl ManagementConfig {
                 return Err(ConfigError::Zero { field });
             }
         }
+        if self.is_plaintext_to_remote()? && !self.allow_plaintext_to_remote {
+            return Err(ConfigError::PlaintextToRemote { target: self.target.clone() });
+        }
         target_uri(&self.target, self.tls.is_some())
     }
+}
+
+/// Loopback: 127.0.0.0/8, `::1` (also as an IPv4-mapped address) and `localhost`.
+/// Any other name counts as remote, whatever it resolves to now.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.to_canonical().is_loopback();
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    name.eq_ignore_ascii_case("localhost")
 }
 
 /// TLS material as PEM bytes (the caller reads the files, so this crate does no I/O).
@@ -112,6 +139,11 @@ pub enum ConfigError {
     InvalidTarget { target: String, reason: String },
     #[error("ziti-management target {target:?} is plain http:// but TLS is configured; use https:// or host:port")]
     PlaintextTargetWithTls { target: String },
+    #[error(
+        "ziti-management target {target:?} is plain text to a host that is not loopback: the leased identity, \
+         private key included, would cross the network readable; use TLS"
+    )]
+    PlaintextToRemote { target: String },
     #[error("ziti-management {field} must be above zero")]
     Zero { field: &'static str },
 }
@@ -155,6 +187,51 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+
+    #[rstest]
+    #[case::ipv4_loopback("127.0.0.1", true)]
+    #[case::ipv4_loopback_range("127.8.9.10", true)]
+    #[case::ipv6_loopback("[::1]", true)]
+    #[case::ipv6_loopback_bare("::1", true)]
+    #[case::ipv4_mapped_loopback("[::ffff:127.0.0.1]", true)]
+    #[case::localhost("localhost", true)]
+    #[case::localhost_any_case("LocalHost.", true)]
+    #[case::private_ip("10.0.0.5", false)]
+    #[case::unspecified("0.0.0.0", false)]
+    #[case::ipv6_other("[2001:db8::1]", false)]
+    #[case::dns_name("ziti-management", false)]
+    #[case::localhost_lookalike("localhost.example.com", false)]
+    fn loopback_hosts(#[case] host: &str, #[case] loopback: bool) {
+        assert_eq!(is_loopback_host(host), loopback, "{host}");
+    }
+
+    #[rstest]
+    #[case::default_target("ziti-management:50051", None)]
+    #[case::http_remote_ip("http://10.1.2.3:50051", None)]
+    #[case::loopback("127.0.0.1:50051", Some("http://127.0.0.1:50051/"))]
+    #[case::localhost_http("http://localhost:50051", Some("http://localhost:50051/"))]
+    #[case::https_remote("https://ziti-management:50051", Some("https://ziti-management:50051/"))]
+    fn plaintext_is_refused_only_towards_a_remote_host(#[case] target: &str, #[case] accepted: Option<&str>) {
+        let outcome = ManagementConfig::new(target).uri().map(|uri| uri.to_string());
+        match accepted {
+            Some(uri) => assert_eq!(outcome, Ok(uri.to_owned())),
+            None => assert_eq!(outcome, Err(ConfigError::PlaintextToRemote { target: target.to_owned() })),
+        }
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_host_is_accepted_when_allowed() {
+        let config = ManagementConfig { allow_plaintext_to_remote: true, ..ManagementConfig::new("ziti-management:1") };
+        assert_eq!(config.is_plaintext_to_remote(), Ok(true));
+        assert_eq!(config.uri().map(|uri| uri.to_string()), Ok("http://ziti-management:1/".to_owned()));
+    }
+
+    #[test]
+    fn tls_material_makes_a_remote_host_port_target_tls() {
+        let config = ManagementConfig::new("ziti-management:50051").with_tls(TlsMaterial::with_ca("CA"));
+        assert_eq!(config.is_plaintext_to_remote(), Ok(false));
+        assert!(config.uri().is_ok());
+    }
 
     #[rstest]
     #[case::host_port("ziti-management:50051", false, "http://ziti-management:50051/")]

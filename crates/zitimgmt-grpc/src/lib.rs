@@ -11,7 +11,7 @@ mod tls;
 pub use client::{ClientError, ManagementClient};
 pub use config::{
     ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, ManagementConfig,
-    TlsMaterial,
+    TlsMaterial, is_loopback_host,
 };
 pub use status::code_name;
 pub use tls::TlsError;

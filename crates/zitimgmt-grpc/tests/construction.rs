@@ -85,7 +85,19 @@ async fn an_unreadable_client_key_is_refused_without_showing_it() {
 
 #[test]
 fn outside_a_runtime_is_an_error_not_a_panic() {
-    let error = ManagementClient::new(ManagementConfig::new("mgmt:50051")).expect_err("no runtime");
+    let error = ManagementClient::new(ManagementConfig::new("127.0.0.1:50051")).expect_err("no runtime");
 
     assert!(matches!(error, ClientError::NoRuntime), "{error:?}");
+}
+
+#[tokio::test]
+async fn plaintext_to_a_remote_host_is_refused_unless_allowed() {
+    let error = ManagementClient::new(ManagementConfig::new("ziti-management:50051")).expect_err("cleartext");
+    assert!(matches!(error, ClientError::Config(ConfigError::PlaintextToRemote { .. })), "{error:?}");
+    assert!(error.to_string().contains("\"ziti-management:50051\""), "{error}");
+
+    let allowed =
+        ManagementConfig { allow_plaintext_to_remote: true, ..ManagementConfig::new("ziti-management:50051") };
+    let client = ManagementClient::new(allowed).expect("explicitly allowed");
+    assert_eq!(client.target(), "http://ziti-management:50051");
 }

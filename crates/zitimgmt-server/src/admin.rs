@@ -2,7 +2,8 @@
 //!
 //! - `GET /healthz`: 200 `ok` while the process runs;
 //! - `GET /readyz`: 200 `ready` when the controller answers with a valid admin
-//!   session (checked live, logging in again if needed), else 503 `not ready: <why>`;
+//!   session (checked live, logging in again if needed), else 503 `not ready: ...`
+//!   (why is in the log only);
 //! - `GET /metrics`: the OpenMetrics text of [`Metrics`];
 //! - other methods on these paths get 405, other paths 404.
 
@@ -28,6 +29,9 @@ use crate::metrics::{self, Metrics};
 /// A readiness probe gives the controller this long to answer.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(3);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `/readyz` when the controller cannot be used, whatever the reason.
+pub const NOT_READY: &str = "not ready: the controller cannot be reached or used (details in the log)";
+
 /// A pause after a failed accept, so a persistent error does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -85,7 +89,11 @@ async fn route(request: &Request<Incoming>, controller: &Controller, metrics: &M
         "/healthz" => text(StatusCode::OK, "ok".into()),
         "/readyz" => match tokio::time::timeout(READINESS_TIMEOUT, controller.check()).await {
             Ok(Ok(())) => text(StatusCode::OK, "ready".into()),
-            Ok(Err(err)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {err}")),
+            Ok(Err(err)) => {
+                // The details (admin user, TLS, the controller's messages) are for the log only.
+                tracing::warn!(%err, "not ready");
+                text(StatusCode::SERVICE_UNAVAILABLE, NOT_READY.into())
+            }
             Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: the controller did not answer in time".into()),
         },
         _ => {

@@ -32,6 +32,7 @@ pub const VARIABLES: &[&str] = &[
     "ZITI_MGMT_ADMIN_ADDR",
     "ZITI_MGMT_TLS_CERT",
     "ZITI_MGMT_TLS_KEY",
+    "ZITI_MGMT_INSECURE",
 ];
 
 /// The file that may hold the same settings (TOML, lower-case keys).
@@ -49,6 +50,12 @@ pub enum ConfigError {
     EmptyPassword,
     #[error("ZITI_MGMT_TLS_CERT and ZITI_MGMT_TLS_KEY must be set together (for gRPC over TLS)")]
     HalfTls,
+    #[error(
+        "ZITI_MGMT_GRPC_ADDR={addr} is not a loopback address, and without TLS the identities served there \
+         (private keys included) would cross the network readable. Set ZITI_MGMT_TLS_CERT and ZITI_MGMT_TLS_KEY \
+         to serve TLS, or set ZITI_MGMT_INSECURE=true to accept plain text"
+    )]
+    PlaintextOnNetwork { addr: SocketAddr },
     #[error("configuration could not be read: {0}")]
     Source(String),
 }
@@ -96,6 +103,16 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub grpc_tls: Option<GrpcTls>,
+    /// `ZITI_MGMT_INSECURE`: plain-text gRPC on an address other machines can reach.
+    pub insecure: bool,
+}
+
+impl Config {
+    /// Whether gRPC is served in plain text where other machines can reach it (only
+    /// possible with [`Config::insecure`]).
+    pub fn serves_plaintext_on_network(&self) -> bool {
+        self.grpc_tls.is_none() && !self.grpc_addr.ip().to_canonical().is_loopback()
+    }
 }
 
 /// The raw settings, before validation.
@@ -114,6 +131,7 @@ struct Raw {
     ziti_mgmt_admin_addr: Option<Value>,
     ziti_mgmt_tls_cert: Option<Value>,
     ziti_mgmt_tls_key: Option<Value>,
+    ziti_mgmt_insecure: Option<Value>,
 }
 
 impl Config {
@@ -149,7 +167,7 @@ impl Raw {
     fn validate(self) -> Result<Config, ConfigError> {
         let controller_url = parse_optional("ZITI_MGMT_CONTROLLER_URL", self.ziti_mgmt_controller_url, parse_url)?
             .ok_or(ConfigError::Missing("ZITI_MGMT_CONTROLLER_URL"))?;
-        Ok(Config {
+        let config = Config {
             controller_url,
             controller_ca_pem: parse_optional("ZITI_MGMT_CONTROLLER_CA", self.ziti_mgmt_controller_ca, read_ca)?,
             admin_user: parse_or("ZITI_MGMT_ADMIN_USER", self.ziti_mgmt_admin_user, "admin".into(), non_empty)?,
@@ -180,7 +198,12 @@ impl Raw {
                 parse_addr,
             )?,
             grpc_tls: grpc_tls(self.ziti_mgmt_tls_cert, self.ziti_mgmt_tls_key)?,
-        })
+            insecure: parse_or("ZITI_MGMT_INSECURE", self.ziti_mgmt_insecure, false, parse_bool)?,
+        };
+        if config.serves_plaintext_on_network() && !config.insecure {
+            return Err(ConfigError::PlaintextOnNetwork { addr: config.grpc_addr });
+        }
+        Ok(config)
     }
 }
 
@@ -258,6 +281,14 @@ fn positive(value: &str) -> Result<Duration, String> {
         Ok(Duration::ZERO) => Err("must be greater than zero".to_owned()),
         Ok(duration) => Ok(duration),
         Err(err) => Err(format!("expected a duration such as 30s or 5m ({err})")),
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("expected true, false, 1 or 0".to_owned()),
     }
 }
 

@@ -112,6 +112,9 @@ impl Controller {
         let mut builder = Client::builder()
             .use_rustls_tls()
             .https_only(true)
+            // A redirect would re-send the admin password or the `zt-session` token to
+            // wherever it points: follow none.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))

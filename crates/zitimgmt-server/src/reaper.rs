@@ -11,7 +11,7 @@ use futures_util::stream;
 use tokio::time::MissedTickBehavior;
 
 use crate::controller::{Controller, ControllerError};
-use crate::lease::{expired_filter, held_filter};
+use crate::lease::{expired_filter, expiry, held_filter, is_managed};
 use crate::metrics::Metrics;
 
 /// A lease is reaped this long after its expiry, so that an extension that read the
@@ -61,8 +61,27 @@ impl Reaper {
     pub async fn pass(&self) -> Result<u64, ControllerError> {
         let now = SystemTime::now();
         let expired = self.expired(now - GRACE).await?;
-        let reaped = stream::iter(expired)
+        let reaped = self.reap(expired).await;
+        self.metrics.record_reaped(reaped);
+        let held = self.controller.list_identities(&held_filter(now), 1, 0).await?;
+        self.metrics.set_leases_held(held.total);
+        Ok(reaped)
+    }
+
+    /// Deletes the identities of leases listed as run out, each only if its expiry,
+    /// read again right before, still says so: an extension may have landed since the
+    /// listing. Returns how many it deleted.
+    pub async fn reap(&self, listed: Vec<String>) -> u64 {
+        stream::iter(listed)
             .map(|id| async move {
+                match self.still_expired(&id).await {
+                    Ok(true) => {}
+                    Ok(false) => return false,
+                    Err(err) => {
+                        tracing::warn!(identity = %id, %err, "cannot re-read a lease that ran out; leaving it for now");
+                        return false;
+                    }
+                }
                 match self.controller.delete_identity(&id).await {
                     Ok(()) => {
                         tracing::info!(identity = %id, "lease ran out; identity deleted");
@@ -79,15 +98,27 @@ impl Reaper {
             .buffer_unordered(PARALLEL_DELETES)
             .filter(|deleted| std::future::ready(*deleted))
             .count()
-            .await as u64;
-        self.metrics.record_reaped(reaped);
-        let held = self.controller.list_identities(&held_filter(now), 1, 0).await?;
-        self.metrics.set_leases_held(held.total);
-        Ok(reaped)
+            .await as u64
+    }
+
+    /// Whether the identity is still a managed lease that ran out more than [`GRACE`] ago.
+    async fn still_expired(&self, id: &str) -> Result<bool, ControllerError> {
+        let identity = match self.controller.identity(id).await {
+            Ok(identity) => identity,
+            // Gone already: released, or reaped by another replica.
+            Err(ControllerError::NotFound { .. }) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        let tags = identity.tags();
+        let expired = is_managed(&tags) && expiry(&tags).is_none_or(|expires| expires + GRACE < SystemTime::now());
+        if !expired {
+            tracing::info!(identity = %id, "lease extended since it was listed as run out; kept");
+        }
+        Ok(expired)
     }
 
     /// Ids of managed identities whose lease ran out before `before`, page by page.
-    async fn expired(&self, before: SystemTime) -> Result<Vec<String>, ControllerError> {
+    pub async fn expired(&self, before: SystemTime) -> Result<Vec<String>, ControllerError> {
         let filter = expired_filter(before);
         let mut ids = Vec::new();
         loop {

@@ -49,6 +49,13 @@ pub enum StartError {
 /// not: the server starts, `/readyz` says why it is not ready, calls answer
 /// UNAVAILABLE, and the next call or probe logs in once the controller is back.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    if config.serves_plaintext_on_network() {
+        tracing::warn!(
+            grpc = %config.grpc_addr,
+            "INSECURE: ZITI_MGMT_INSECURE=true, so gRPC is served in plain text on an address other machines \
+             can reach; the identities it hands out, private keys included, can be read by anyone on the path"
+        );
+    }
     let url = config.controller_url.to_string();
     let controller = Controller::new(
         config.controller_url.clone(),

@@ -161,8 +161,16 @@ fn resolved(identity: Identity) -> ResolveIdentityResponse {
     }
 }
 
+/// What a caller is told when the controller failed us. The details (the admin user,
+/// TLS and network errors, the controller's own messages) are for the operator and go
+/// to the log only.
+pub const UNAVAILABLE_MESSAGE: &str = "the controller is unavailable; try again later";
+/// What a caller is told about a failure on this side; the details are in the log.
+pub const INTERNAL_MESSAGE: &str = "ziti-management could not complete the call; see its log";
+
 fn controller_status(err: &ControllerError) -> Status {
-    if err.is_unavailable() { Status::unavailable(err.to_string()) } else { Status::internal(err.to_string()) }
+    tracing::warn!(%err, "controller call failed");
+    if err.is_unavailable() { Status::unavailable(UNAVAILABLE_MESSAGE) } else { Status::internal(INTERNAL_MESSAGE) }
 }
 
 fn lease_status(err: &LeaseError) -> Status {
@@ -175,7 +183,8 @@ fn lease_status(err: &LeaseError) -> Status {
 fn enrollment_status(err: &EnrollmentError) -> Status {
     match err {
         EnrollmentError::Controller(ControllerError::NotFound { .. }) => {
-            Status::aborted(format!("the new identity vanished during its enrollment ({err}); ask again"))
+            tracing::warn!(%err, "enrollment interrupted");
+            Status::aborted("the new identity vanished during its enrollment; ask again")
         }
         EnrollmentError::Controller(err) | EnrollmentError::CaBundle(CaBundleError::Controller(err)) => {
             controller_status(err)
@@ -184,6 +193,9 @@ fn enrollment_status(err: &EnrollmentError) -> Status {
         | EnrollmentError::NoToken { .. }
         | EnrollmentError::Key(_)
         | EnrollmentError::Json(_)
-        | EnrollmentError::Interrupted => Status::internal(err.to_string()),
+        | EnrollmentError::Interrupted => {
+            tracing::warn!(%err, "enrollment failed");
+            Status::internal(INTERNAL_MESSAGE)
+        }
     }
 }

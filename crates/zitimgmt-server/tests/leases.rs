@@ -137,3 +137,64 @@ async fn a_restart_loses_no_lease() {
     assert!(controller.identity(&kept).await.is_some(), "the renewed lease was lost");
     release(&mut client, &kept).await.expect("release");
 }
+
+/// The reaper lists a lease as run out, then an extension lands (from another replica,
+/// or one that read the lease just in time) before the reaper deletes it: the
+/// identity, just reported extended, must survive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_extended_after_the_reaper_listed_it_is_not_deleted() {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use zitimgmt_server::controller::{Controller, NewIdentity};
+    use zitimgmt_server::lease::new_lease_tags;
+
+    let network = ZitiNetwork::from_env();
+    let settings: std::collections::BTreeMap<&str, String> = [
+        ("ziti_mgmt_controller_url", network.ctrl_url.clone()),
+        ("ziti_mgmt_controller_ca", network.ctrl_ca.display().to_string()),
+        ("ziti_mgmt_admin_user", network.admin_user.clone()),
+        ("ziti_mgmt_admin_password", network.admin_password.clone()),
+    ]
+    .into();
+    let config = zitimgmt_server::config::Config::from_figment(&figment::Figment::from(
+        figment::providers::Serialized::defaults(settings),
+    ))
+    .expect("config");
+    let controller = Arc::new(
+        Controller::new(
+            config.controller_url,
+            config.controller_ca_pem.as_deref(),
+            config.admin_user,
+            config.admin_password,
+        )
+        .expect("controller client"),
+    );
+    let view = ControllerView::login(&network).await;
+    let now = SystemTime::now();
+    let name = format!("mgmt-test-race-{}", uuid::Uuid::new_v4().simple());
+    let new = NewIdentity {
+        name: &name,
+        role_attributes: &[],
+        tags: new_lease_tags("gateway", now - Duration::from_secs(60)),
+    };
+    let id = controller.create_identity(&new).await.expect("an identity whose lease ran out a minute ago");
+
+    let reaper = zitimgmt_server::reaper::Reaper::new(
+        controller.clone(),
+        Arc::new(zitimgmt_server::metrics::Metrics::new()),
+        Duration::from_secs(30),
+    );
+    let listed = reaper.expired(now - Duration::from_secs(1)).await.expect("list");
+    assert!(listed.contains(&id), "the run-out lease was not listed");
+    // The extension lands between the listing and the deletion.
+    controller.set_tags(&id, &new_lease_tags("gateway", now + Duration::from_secs(300))).await.expect("extend");
+
+    let reaped = reaper.reap(vec![id.clone()]).await;
+    let survived = view.identity(&id).await.is_some();
+    if survived {
+        view.delete(&id).await;
+    }
+    assert!(survived, "the reaper deleted a lease extended after it was listed");
+    assert_eq!(reaped, 0);
+}

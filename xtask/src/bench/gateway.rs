@@ -58,6 +58,7 @@ impl GatewayResults {
 pub fn measure(bench: &Bench, env: &str, client_identity: &Path) -> Result<GatewayResults> {
     let binary = crate::target_dir(&bench.root).join("release/gateway");
     let grpc = super::env_value(env, "ZITI_MANAGEMENT_GRPC_TARGET").context("no ZITI_MANAGEMENT_GRPC_TARGET")?;
+    let grpc_ca = super::env_value(env, "ZITI_MANAGEMENT_TLS_CA").context("no ZITI_MANAGEMENT_TLS_CA")?;
     let identity_dir = bench.dir.join("gateway-identity");
     std::fs::create_dir_all(&identity_dir)?;
 
@@ -70,6 +71,7 @@ pub fn measure(bench: &Bench, env: &str, client_identity: &Path) -> Result<Gatew
         &[
             ("ZITI_ENABLED", "true"),
             ("ZITI_MANAGEMENT_GRPC_TARGET", &grpc),
+            ("ZITI_MANAGEMENT_TLS_CA", &grpc_ca),
             ("ZITI_SERVICE_NAME", GATEWAY_SERVICE),
             ("GATEWAY_IDENTITY_DIR", &identity_dir.to_string_lossy()),
             ("GATEWAY_ADMIN_ADDR", &overlay_admin),

@@ -40,6 +40,16 @@ impl Layout {
     pub fn admin_password_file(&self) -> PathBuf {
         self.home.join("admin-password")
     }
+    /// The CA that signs ziti-management's certificate (the gateway's `ZITI_MANAGEMENT_TLS_CA`).
+    pub fn management_ca(&self) -> PathBuf {
+        self.home.join("management-ca.pem")
+    }
+    pub fn management_cert(&self) -> PathBuf {
+        self.home.join("management-server.pem")
+    }
+    pub fn management_key(&self) -> PathBuf {
+        self.home.join("management-server.key")
+    }
     pub fn log(&self, process: &str) -> PathBuf {
         self.home.join(format!("{process}.log"))
     }

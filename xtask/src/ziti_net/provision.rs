@@ -14,8 +14,14 @@ use super::process::spawn_detached;
 const HOSTS_ROLE: &str = "gateway-hosts";
 const CLIENTS_ROLE: &str = "gateway-clients";
 
-/// `ziti edge quickstart --no-router` with every listener on 127.0.0.1.
-pub fn start_controller(cli: &Cli, layout: &Layout, port: u16, password: &str) -> Result<u32> {
+/// The password `ziti edge quickstart` gives the admin when none is passed (it reads
+/// one from no variable or file, and its command line is readable by every local
+/// user): changed to the network's own at once, see `Cli::change_password`.
+pub const BOOTSTRAP_PASSWORD: &str = "admin";
+
+/// `ziti edge quickstart --no-router` with every listener on 127.0.0.1, the admin's
+/// password still [`BOOTSTRAP_PASSWORD`].
+pub fn start_controller(cli: &Cli, layout: &Layout, port: u16) -> Result<u32> {
     let mut command = cli.command();
     command
         .current_dir(&layout.home)
@@ -24,7 +30,7 @@ pub fn start_controller(cli: &Cli, layout: &Layout, port: u16, password: &str) -
         .arg(port.to_string())
         .arg("--home")
         .arg(layout.controller_home())
-        .args(["-u", ADMIN_USER, "-p", password])
+        .args(["-u", ADMIN_USER])
         // The quickstart's defaults bind 0.0.0.0; the config generator honours these.
         .env("ZITI_CTRL_BIND_ADDRESS", "127.0.0.1")
         .env("ZITI_CTRL_EDGE_BIND_ADDRESS", "127.0.0.1");
@@ -128,7 +134,8 @@ pub fn client_identity(cli: &Cli, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// The reference ziti-management against this controller, with its default lease TTL.
+/// The reference ziti-management against this controller, with its default lease TTL,
+/// serving gRPC over TLS with the certificate of `tls::make_management_pki`.
 pub fn start_management(
     binary: &Path,
     layout: &Layout,
@@ -151,6 +158,8 @@ pub fn start_management(
         .env("ZITI_MGMT_ADMIN_USER", ADMIN_USER)
         .env("ZITI_MGMT_ADMIN_PASSWORD_FILE", layout.admin_password_file())
         .env("ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES", HOSTS_ROLE)
+        .env("ZITI_MGMT_TLS_CERT", layout.management_cert())
+        .env("ZITI_MGMT_TLS_KEY", layout.management_key())
         .env("ZITI_MGMT_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("ZITI_MGMT_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"));
     spawn_detached(command, &layout.log("ziti-management"))

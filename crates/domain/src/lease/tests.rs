@@ -7,7 +7,10 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::identity::ServiceType;
-use crate::test_support::{Call, ProviderMock, TTL, Timeline, installer, leased, ms, secs, transient};
+use crate::ports::{BindingEnded, IdentityInstaller};
+use crate::test_support::{
+    Call, ProviderMock, TTL, Timeline, installer, installer_ending, leased, ms, secs, transient,
+};
 
 const INTERVAL: Duration = Duration::from_secs(120);
 
@@ -42,15 +45,21 @@ fn start(
     interval: Duration,
     lease: Lease,
 ) -> Running {
+    start_with(timeline, provider, installer(timeline, reject), interval, lease)
+}
+
+/// [`start`] with a given installer.
+fn start_with(
+    timeline: &Arc<Timeline>,
+    provider: Arc<dyn IdentityProvider>,
+    installer: Arc<dyn IdentityInstaller>,
+    interval: Duration,
+    lease: Lease,
+) -> Running {
     let observer: Arc<dyn LeaseObserver> = timeline.clone();
     let policy = LeasePolicy::new(interval);
-    let enroller = Enroller::new(
-        provider.clone(),
-        installer(timeline, reject),
-        observer.clone(),
-        ServiceType::Gateway,
-        policy.retry.clone(),
-    );
+    let enroller =
+        Enroller::new(provider.clone(), installer, observer.clone(), ServiceType::Gateway, policy.retry.clone());
     let keeper = LeaseKeeper::new(provider, enroller, observer, policy);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(keeper.run(lease, cancel.clone()));
@@ -312,6 +321,48 @@ async fn a_gone_lease_is_replaced_by_a_new_identity() {
         "the lost lease is retired at once, before a successor is asked for"
     );
     assert_eq!(timeline.calls()[1], (secs(120), Call::Retire("lease-1".to_owned())));
+    assert_cancelled(&timeline, &stopped, Some("lease-2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_whose_binding_ended_is_given_back_and_replaced() {
+    let timeline = Timeline::start();
+    let provider = ProviderMock::new(&timeline)
+        .extend_with(|_, _| Ok(Some(TTL)))
+        .requests(vec![Ok(leased("lease-2", Some(TTL)))])
+        .build();
+    let (ended, ended_bindings) = tokio::sync::watch::channel(None);
+    let installer = installer_ending(&timeline, &[], ended_bindings);
+    let keeper = start_with(&timeline, provider, installer, INTERVAL, lease(&timeline, "lease-1", Some(TTL)));
+
+    tokio::time::sleep_until(timeline.at(secs(30))).await;
+    let reason = "the controller no longer accepts this identity".to_owned();
+    ended.send_replace(Some(BindingEnded { id: IdentityId::new("an-earlier-lease"), reason: reason.clone() }));
+    tokio::time::sleep_until(timeline.at(secs(60))).await;
+    assert!(timeline.calls().is_empty(), "an ended binding of another lease is ignored: {:?}", timeline.calls());
+    ended.send_replace(Some(BindingEnded { id: IdentityId::new("lease-1"), reason: reason.clone() }));
+    let stopped = keeper.stop_at(&timeline, secs(200)).await;
+
+    let calls: Vec<(Duration, Call)> = timeline.calls().into_iter().take(4).collect();
+    assert_eq!(
+        calls,
+        [
+            (secs(60), Call::Retire("lease-1".to_owned())),
+            (secs(60), Call::Release("lease-1".to_owned())),
+            (secs(60), Call::Request),
+            (secs(60), Call::Install("lease-2".to_owned())),
+        ],
+        "a useless identity is taken out of use, given back, and replaced at once"
+    );
+    assert_eq!(timeline.extends(), at(&[secs(180)], "lease-2"), "the useless lease is renewed no more");
+    assert_eq!(
+        timeline.events(),
+        [
+            LeaseEvent::Lost { id: IdentityId::new("lease-1"), reason: format!("its binding ended: {reason}") },
+            LeaseEvent::Enrolled { id: IdentityId::new("lease-2"), expires_in: Some(TTL) },
+            renewed("lease-2", Some(TTL)),
+        ]
+    );
     assert_cancelled(&timeline, &stopped, Some("lease-2"));
 }
 

@@ -1,20 +1,27 @@
 //! The server: accepts from the current binding, serves HTTP on each connection,
 //! swaps bindings on re-bind, closes one that is retired, and drains on stop. It is
 //! ready to serve exactly while it holds a working binding.
+//!
+//! Work per connection is bounded: at most `GATEWAY_MAX_CONNECTIONS` are served at
+//! once, and a connection accepted beyond that is closed at once, unread and
+//! unanswered (cheaper under a flood than any answer; counted in
+//! `gateway_connections_refused_total`). Each connection's caller is admitted by the
+//! domain's [`UnverifiedCallers`] policy before its principal is resolved, so a caller
+//! the overlay did not vouch for costs no `ResolveIdentity` unless the policy is `claim`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ports::{Connection, IdentityResolver, ServiceListener};
-use domain::{Caller, ListenError};
+use domain::{Caller, ListenError, UnverifiedCallers};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use ziti_transport::ListenerUpdate;
 
 use crate::config::Config;
-use crate::http::{HttpService, RequestContext, serve_connection};
+use crate::http::{HttpService, ProxySettings, RequestContext, serve_connection};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
@@ -27,11 +34,57 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub(super) struct ServeContext {
     service: HttpService,
     resolver: Option<Arc<dyn IdentityResolver>>,
+    unverified_callers: UnverifiedCallers,
+    /// One permit per connection being served (`GATEWAY_MAX_CONNECTIONS`).
+    connections: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl ServeContext {
     pub(super) fn new(config: &Config, metrics: Arc<Metrics>, resolver: Option<Arc<dyn IdentityResolver>>) -> Self {
-        Self { service: HttpService::new(config.upstream_url.clone(), config.upstream_timeout, metrics), resolver }
+        let settings =
+            ProxySettings { timeout: config.upstream_timeout, forwarded_hosts: config.forwarded_hosts.clone() };
+        Self {
+            service: HttpService::new(config.upstream_url.clone(), &settings, metrics.clone()),
+            resolver,
+            unverified_callers: config.overlay.as_ref().map(|overlay| overlay.unverified_callers).unwrap_or_default(),
+            connections: Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS))),
+            metrics,
+        }
+    }
+
+    /// A slot for one more connection, or `None` (counted) when all are taken.
+    fn connection_slot(&self) -> Option<ConnectionSlot> {
+        match self.connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.metrics.record_connection_opened();
+                Some(ConnectionSlot { _permit: permit, metrics: self.metrics.clone() })
+            }
+            Err(_) => {
+                self.metrics.record_connection_refused();
+                None
+            }
+        }
+    }
+
+    /// What the connection's requests are served as: the caller as the policy admits
+    /// it, with its principal when it has an identity left to resolve.
+    async fn request_context(&self, caller: Caller) -> RequestContext {
+        let (transport, peer) = (caller.transport, caller.peer.clone());
+        match self.unverified_callers.admit(caller).into_result() {
+            Ok(caller) => {
+                let principal = self.principal(&caller).await;
+                RequestContext { caller, principal, refusal: None }
+            }
+            Err(refusal) => {
+                tracing::debug!(%transport, %peer, %refusal, "caller refused");
+                RequestContext {
+                    caller: Caller { transport, peer, identity: None },
+                    principal: None,
+                    refusal: Some(refusal),
+                }
+            }
+        }
     }
 
     /// The caller's principal, when its identity is known and resolvable. A failed
@@ -133,9 +186,16 @@ async fn accept(
     loop {
         match listener.accept().await {
             Ok(accepted) => {
+                let Some(slot) = context.connection_slot() else {
+                    tracing::debug!(peer = %accepted.caller.peer, "connection limit reached; connection closed");
+                    continue;
+                };
                 let watcher = graceful.watcher();
                 let context = context.clone();
-                tokio::spawn(async move { serve(accepted.connection, accepted.caller, context, watcher).await });
+                tokio::spawn(async move {
+                    serve(accepted.connection, accepted.caller, context, watcher).await;
+                    drop(slot);
+                });
             }
             Err(err @ ListenError::Closed(_)) => {
                 tracing::error!(%err, "the service binding is gone; not ready until the next one");
@@ -165,6 +225,18 @@ async fn follow_binding(mut bound: tokio::sync::watch::Receiver<bool>, readiness
     }
 }
 
+/// A connection being served: holds its permit and the open-connections gauge.
+struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.metrics.record_connection_closed();
+    }
+}
+
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -179,7 +251,6 @@ async fn serve(
     context: ServeContext,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let principal = context.principal(&caller).await;
-    let request = RequestContext { caller, principal };
+    let request = context.request_context(caller).await;
     serve_connection(connection, request, context.service.clone(), watcher).await;
 }

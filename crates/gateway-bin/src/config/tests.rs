@@ -36,12 +36,82 @@ fn no_environment_gives_plain_tcp_on_loopback() {
 
 #[test]
 fn overlay_defaults_are_the_specs() {
-    let config = load(&[("ZITI_ENABLED", "true")], &[]).expect("valid");
+    let config = load(&[("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_INSECURE", "true")], &[]).expect("valid");
     let overlay = config.overlay.expect("overlay on");
     assert_eq!(overlay.management_target, "ziti-management:50051");
     assert_eq!(overlay.renewal_interval, Duration::from_secs(120));
     assert_eq!(overlay.service_name, "gateway");
     assert_eq!(overlay.management_tls, None);
+    assert!(overlay.controller_pins.is_empty());
+}
+
+#[test]
+fn plaintext_to_the_default_target_is_refused_naming_what_to_set() {
+    let err = load(&[("ZITI_ENABLED", "true")], &[]).expect_err("cleartext to a remote host");
+    assert_eq!(err, ConfigError::PlaintextManagement { target: "ziti-management:50051".to_owned() });
+    let message = err.to_string();
+    for named in [
+        "ZITI_MANAGEMENT_GRPC_TARGET=\"ziti-management:50051\"",
+        "ZITI_MANAGEMENT_TLS_CA",
+        "ZITI_MANAGEMENT_INSECURE=true",
+    ] {
+        assert!(message.contains(named), "{named} not in: {message}");
+    }
+}
+
+#[rstest]
+#[case::http_remote(&[("ZITI_MANAGEMENT_GRPC_TARGET", "http://10.0.0.7:50051")], false)]
+#[case::host_port_remote(&[("ZITI_MANAGEMENT_GRPC_TARGET", "mgmt.example:50051")], false)]
+#[case::remote_with_tls(&[("ZITI_MANAGEMENT_GRPC_TARGET", "mgmt.example:50051"), ("ZITI_MANAGEMENT_TLS_CA", "/ca.pem")], true)]
+#[case::https_remote(&[("ZITI_MANAGEMENT_GRPC_TARGET", "https://mgmt.example:50051")], true)]
+#[case::loopback_v4(&[("ZITI_MANAGEMENT_GRPC_TARGET", "http://127.0.0.1:50051")], true)]
+#[case::loopback_v6(&[("ZITI_MANAGEMENT_GRPC_TARGET", "[::1]:50051")], true)]
+#[case::localhost(&[("ZITI_MANAGEMENT_GRPC_TARGET", "localhost:50051")], true)]
+#[case::remote_opted_in(&[("ZITI_MANAGEMENT_GRPC_TARGET", "http://10.0.0.7:50051"), ("ZITI_MANAGEMENT_INSECURE", "true")], true)]
+#[case::remote_opted_out(&[("ZITI_MANAGEMENT_GRPC_TARGET", "http://10.0.0.7:50051"), ("ZITI_MANAGEMENT_INSECURE", "false")], false)]
+fn plaintext_goes_only_to_loopback_unless_opted_in(#[case] env: &[(&str, &str)], #[case] accepted: bool) {
+    let mut all = vec![("ZITI_ENABLED", "true")];
+    all.extend_from_slice(env);
+    let outcome = load(&all, &[]);
+    assert_eq!(outcome.is_ok(), accepted, "{outcome:?}");
+    if let Err(err) = outcome {
+        assert!(matches!(err, ConfigError::PlaintextManagement { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn plaintext_to_a_remote_host_is_fine_with_the_overlay_off() {
+    assert!(load(&[("ZITI_MANAGEMENT_GRPC_TARGET", "http://10.0.0.7:50051")], &[]).is_ok());
+}
+
+#[test]
+fn controller_pins_are_read_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    let certified = rcgen::generate_simple_self_signed(vec!["ctrl".to_owned()]).expect("cert");
+    std::fs::write(&ca, certified.cert.pem()).expect("write");
+    let ca = ca.to_string_lossy().into_owned();
+    let on = [("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_GRPC_TARGET", "127.0.0.1:50051")];
+    let pinned = [on[0], on[1], ("ZITI_CONTROLLER_URL", "https://ctrl.example:1280"), ("ZITI_CONTROLLER_CA", &ca)];
+    let overlay = load(&pinned, &[]).expect("valid").overlay.expect("overlay on");
+    let expected = ziti_transport::ControllerPins::none()
+        .with_controller("https://ctrl.example:1280")
+        .and_then(|pins| pins.with_ca_pem(certified.cert.pem().as_bytes()))
+        .expect("pins");
+    assert_eq!(overlay.controller_pins, expected);
+
+    let not_a_ca = dir.path().join("empty.pem");
+    std::fs::write(&not_a_ca, "nothing").expect("write");
+    let not_a_ca = not_a_ca.to_string_lossy().into_owned();
+    for (variable, value, problem) in [
+        ("ZITI_CONTROLLER_URL", "http://ctrl.example:1280", "https://"),
+        ("ZITI_CONTROLLER_CA", "/nonexistent/ca.pem", "cannot read the file"),
+        ("ZITI_CONTROLLER_CA", not_a_ca.as_str(), "no readable certificate"),
+    ] {
+        let err = load(&[on[0], on[1], (variable, value)], &[]).expect_err("bad pin");
+        let message = err.to_string();
+        assert!(message.starts_with(variable) && message.contains(problem), "{message}");
+    }
 }
 
 #[rstest]
@@ -53,7 +123,7 @@ fn overlay_defaults_are_the_specs() {
 #[case("FALSE", false)]
 #[case("0", false)]
 fn ziti_enabled_accepts_booleans_in_any_case(#[case] value: &str, #[case] enabled: bool) {
-    let config = load(&[("ZITI_ENABLED", value)], &[]).expect("valid");
+    let config = load(&[("ZITI_ENABLED", value), ("ZITI_MANAGEMENT_INSECURE", "true")], &[]).expect("valid");
     assert_eq!(config.overlay.is_some(), enabled);
 }
 
@@ -75,6 +145,15 @@ fn ziti_enabled_accepts_booleans_in_any_case(#[case] value: &str, #[case] enable
 #[case("GATEWAY_UPSTREAM_URL", "/relative", "absolute http://")]
 #[case("GATEWAY_LOG_FORMAT", "xml", "expected text or json")]
 #[case("GATEWAY_IDENTITY_DIR", "/no/such/dir", "not an existing directory")]
+#[case("GATEWAY_MAX_CONNECTIONS", "0", "greater than zero")]
+#[case("GATEWAY_MAX_CONNECTIONS", "-1", "expected a whole number")]
+#[case("GATEWAY_MAX_CONNECTIONS", "2000000", "from 1 to 1000000")]
+#[case("ZITI_RESOLVE_MAX_CONCURRENT", "0", "greater than zero")]
+#[case("ZITI_RESOLVE_MAX_CONCURRENT", "many", "expected a whole number")]
+#[case("GATEWAY_UNVERIFIED_CALLERS", "trust", "expected anonymous, claim or reject")]
+#[case("GATEWAY_UNVERIFIED_CALLERS", "", "expected anonymous, claim or reject")]
+#[case("GATEWAY_FORWARDED_HOSTS", "api.example.com,user@evil", "is not a host or host:port")]
+#[case("GATEWAY_FORWARDED_HOSTS", "api example", "is not a host or host:port")]
 fn bad_values_name_the_variable_and_the_problem(
     #[case] variable: &str,
     #[case] value: &str,
@@ -102,14 +181,15 @@ fn identity_file_without_overlay_is_refused(#[case] env: &[(&str, &str)]) {
 
 #[test]
 fn identity_file_with_overlay_is_ignored_but_flagged() {
-    let config = load(&[("ZITI_ENABLED", "1"), ("ZITI_IDENTITY_FILE", "/old.json")], &[]).expect("valid");
+    let env = [("ZITI_ENABLED", "1"), ("ZITI_IDENTITY_FILE", "/old.json"), ("ZITI_MANAGEMENT_INSECURE", "true")];
+    let config = load(&env, &[]).expect("valid");
     assert!(config.overlay.is_some());
     assert!(config.ignored_identity_file);
 }
 
 #[test]
 fn file_overrides_defaults_and_env_overrides_file() {
-    let file = "ziti_enabled = true\nziti_lease_renewal_interval = \"90s\"\nziti_service_name = \"from-file\"\n";
+    let file = "ziti_enabled = true\nziti_management_insecure = true\nziti_lease_renewal_interval = \"90s\"\nziti_service_name = \"from-file\"\n";
     let config =
         load(&[("GATEWAY_CONFIG_FILE", "gateway.toml"), ("ZITI_SERVICE_NAME", "from-env")], &[("gateway.toml", file)])
             .expect("valid");
@@ -135,6 +215,44 @@ fn missing_config_file_is_an_error() {
 fn client_cert_without_key_is_refused() {
     let err = load(&[("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_TLS_CERT", "/c.pem")], &[]).expect_err("must fail");
     assert_eq!(err, ConfigError::HalfClientIdentity);
+}
+
+#[test]
+fn edge_limits_and_policies_default_safely() {
+    let config = load(&[("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_INSECURE", "true")], &[]).expect("valid");
+    assert_eq!(config.max_connections, 1024);
+    assert!(config.forwarded_hosts.is_empty(), "no x-forwarded-host unless hosts are listed");
+    let overlay = config.overlay.expect("overlay on");
+    assert_eq!(overlay.resolve_max_concurrent, 32);
+    assert_eq!(overlay.unverified_callers, domain::UnverifiedCallers::Anonymous);
+}
+
+#[rstest]
+#[case("anonymous", domain::UnverifiedCallers::Anonymous)]
+#[case("Claim", domain::UnverifiedCallers::Claim)]
+#[case("REJECT", domain::UnverifiedCallers::Reject)]
+fn unverified_callers_takes_each_policy_in_any_case(#[case] value: &str, #[case] policy: domain::UnverifiedCallers) {
+    let env = [("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_INSECURE", "true"), ("GATEWAY_UNVERIFIED_CALLERS", value)];
+    let config = load(&env, &[]).expect("valid");
+    assert_eq!(config.overlay.map(|overlay| overlay.unverified_callers), Some(policy));
+}
+
+#[test]
+fn edge_limits_and_forwarded_hosts_are_read() {
+    let config = load(
+        &[
+            ("GATEWAY_MAX_CONNECTIONS", "50"),
+            ("GATEWAY_FORWARDED_HOSTS", " API.example.com , ,api.example.com:8443"),
+            ("ZITI_RESOLVE_MAX_CONCURRENT", "4"),
+            ("ZITI_ENABLED", "true"),
+            ("ZITI_MANAGEMENT_INSECURE", "true"),
+        ],
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(config.max_connections, 50);
+    assert_eq!(config.forwarded_hosts, ["api.example.com", "api.example.com:8443"]);
+    assert_eq!(config.overlay.map(|overlay| overlay.resolve_max_concurrent), Some(4));
 }
 
 #[test]

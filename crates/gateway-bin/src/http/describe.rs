@@ -78,6 +78,7 @@ mod tests {
                 identity: Some(CallerIdentity { id: Some("id-1".into()), name: Some("alice".into()), verified: true }),
             },
             principal: Some(Principal { name: "Alice".into(), role_attributes: vec!["admins".into()] }),
+            refusal: None,
         };
         let request = Request::post("/a/b?c=d").body(()).unwrap();
         let response = describe(&request, &context);

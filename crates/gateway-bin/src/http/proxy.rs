@@ -1,20 +1,29 @@
 //! The reverse proxy: forwards each request to the upstream with the caller's
 //! identity in headers the gateway sets itself, and streams the answer back.
 //!
-//! Header rules, so that an upstream can trust what it receives:
+//! Header rules, so that an upstream can trust what it receives. Header names are
+//! compared without regard to case and with `_` read as `-`, because CGI-style stacks
+//! (WSGI, Rack, PHP) map both to the same `HTTP_*` key:
 //! - hop-by-hop headers (RFC 9110 §7.6.1, and those named in `Connection`) are
 //!   removed both ways; upgrades (WebSocket) are therefore not proxied;
-//! - every client-sent `x-ziti-*` header is removed, then the gateway sets
-//!   `x-ziti-caller-transport` (`tcp`/`overlay`), `x-ziti-caller-id` and
-//!   `x-ziti-caller-name` (when the transport knows them), `x-ziti-caller-verified`
-//!   (`true` when the overlay vouched for them, `false` when the dialer only claimed
-//!   them), `x-ziti-principal` and
-//!   `x-ziti-principal-roles` (comma-separated role attributes, when resolved);
-//! - the gateway is the edge, so client-sent `forwarded` / `x-forwarded-*` are
-//!   replaced, not appended to: `x-forwarded-for` is the TCP peer's IP (absent on the
-//!   overlay, whose peers are circuits, not addresses), `x-forwarded-proto` is `http`,
-//!   `x-forwarded-host` the client's `host`;
+//! - every client-sent header starting `x-ziti-` is removed, then the gateway sets
+//!   `x-ziti-caller-transport` (`tcp`/`overlay`), `x-ziti-caller-verified` (always:
+//!   `true` only when the overlay vouched for the caller's identity), and when known
+//!   `x-ziti-caller-id`, `x-ziti-caller-name`, `x-ziti-principal` and
+//!   `x-ziti-principal-roles` (comma-separated role attributes);
+//! - the gateway is the edge, so every client-sent header that names a client address,
+//!   a forwarding path or an original URL is removed ([`FORWARDING_PREFIXES`],
+//!   [`FORWARDING`]: `forwarded`, `x-forwarded*`, `x-real-ip`, `true-client-ip`, …),
+//!   then the gateway sets only what it knows: `x-forwarded-for` is the TCP peer's IP
+//!   (absent on the overlay, whose peers are circuits, not addresses),
+//!   `x-forwarded-proto` is `http`, and `x-forwarded-host` is the client's `host` only
+//!   when that is one of the configured forwarded hosts (`GATEWAY_FORWARDED_HOSTS`),
+//!   else absent: a client's `host` is whatever it typed;
 //! - `host` becomes the upstream's authority.
+//!
+//! The path is normalised first (see `target`): a request whose path would leave the
+//! upstream's base path, or that spells a separator in a way an upstream might decode,
+//! is answered 400 and never forwarded. The query is passed on as it came.
 //!
 //! Only `http://` upstreams are supported: TLS to the upstream would need a TLS
 //! connector and its trust configuration, so an `https://` URL is rejected up front
@@ -32,7 +41,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::{RequestContext, ResponseBody, text_response};
+use super::target::{self, PathError};
+use super::{ProxySettings, RequestContext, ResponseBody, text_response};
 
 const CALLER_TRANSPORT: HeaderName = HeaderName::from_static("x-ziti-caller-transport");
 const CALLER_ID: HeaderName = HeaderName::from_static("x-ziti-caller-id");
@@ -41,6 +51,32 @@ const CALLER_VERIFIED: HeaderName = HeaderName::from_static("x-ziti-caller-verif
 const PRINCIPAL: HeaderName = HeaderName::from_static("x-ziti-principal");
 const PRINCIPAL_ROLES: HeaderName = HeaderName::from_static("x-ziti-principal-roles");
 const ZITI_PREFIX: &str = "x-ziti-";
+
+/// Client headers starting with these (after `_` → `-`) are removed: only the
+/// gateway says how a request was forwarded.
+const FORWARDING_PREFIXES: [&str; 2] = [ZITI_PREFIX, "x-forwarded"];
+
+/// Client headers that name a client address, a forwarding path or an original
+/// host or URL, as proxies, CDNs and frameworks read them; all removed.
+const FORWARDING: [&str; 17] = [
+    "forwarded",
+    "forwarded-for",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-host",
+    "x-original-host",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -81,10 +117,12 @@ pub(super) struct Proxy {
     /// The upstream URL's path without its trailing `/`, prefixed to every request's.
     base_path: String,
     timeout: Duration,
+    /// Client `Host` values passed on as `x-forwarded-host`, lower case.
+    forwarded_hosts: Vec<String>,
 }
 
 impl Proxy {
-    pub(super) fn new(upstream: &Uri, timeout: Duration) -> Result<Self, UpstreamError> {
+    pub(super) fn new(upstream: &Uri, settings: &ProxySettings) -> Result<Self, UpstreamError> {
         match upstream.scheme() {
             Some(scheme) if *scheme == Scheme::HTTP => {}
             Some(scheme) if *scheme == Scheme::HTTPS => return Err(UpstreamError::Https),
@@ -100,7 +138,13 @@ impl Proxy {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Self { client, authority, base_path: upstream.path().trim_end_matches('/').to_owned(), timeout })
+        Ok(Self {
+            client,
+            authority,
+            base_path: upstream.path().trim_end_matches('/').to_owned(),
+            timeout: settings.timeout,
+            forwarded_hosts: settings.forwarded_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
+        })
     }
 
     /// Forwards `request`; 502 when the upstream cannot be reached or fails, 504 when
@@ -110,12 +154,18 @@ impl Proxy {
             return text_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         }
         let (mut parts, body) = request.into_parts();
-        let Some(uri) = self.upstream_uri(&parts.uri) else {
-            return text_response(StatusCode::BAD_REQUEST, "bad request: unsupported request target");
+        parts.uri = match self.upstream_uri(&parts.uri) {
+            Ok(uri) => uri,
+            Err(TargetError::Unsupported) => {
+                return text_response(StatusCode::BAD_REQUEST, "bad request: unsupported request target");
+            }
+            Err(TargetError::Path(err)) => {
+                tracing::debug!(target = %parts.uri, %err, "request target refused");
+                return text_response(StatusCode::BAD_REQUEST, "bad request: the path is not allowed");
+            }
         };
-        parts.uri = uri;
-        let client_host = parts.headers.get(header::HOST).cloned();
-        prepare_request_headers(&mut parts.headers, context, client_host);
+        let forwarded_host = parts.headers.get(header::HOST).filter(|host| self.is_forwarded_host(host)).cloned();
+        prepare_request_headers(&mut parts.headers, context, forwarded_host);
         let upstream_request = Request::from_parts(parts, body);
 
         match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
@@ -136,39 +186,61 @@ impl Proxy {
         }
     }
 
-    /// The upstream's URI for a request target: upstream base path + path + query.
-    /// `None` for targets that are not paths (`*`, authority-form).
-    fn upstream_uri(&self, target: &Uri) -> Option<Uri> {
-        let path_and_query = target.path_and_query().map(PathAndQuery::as_str).filter(|pq| pq.starts_with('/'))?;
-        let path_and_query: PathAndQuery = format!("{}{path_and_query}", self.base_path).parse().ok()?;
+    /// The upstream's URI for a request target: upstream base path + normalised path +
+    /// query as sent.
+    fn upstream_uri(&self, target: &Uri) -> Result<Uri, TargetError> {
+        let path_and_query = target.path_and_query().filter(|pq| pq.path().starts_with('/'));
+        let path_and_query = path_and_query.ok_or(TargetError::Unsupported)?;
+        let path = target::normalise(path_and_query.path()).map_err(TargetError::Path)?;
+        let query = path_and_query.query().map(|query| format!("?{query}")).unwrap_or_default();
+        let path_and_query: PathAndQuery =
+            format!("{}{path}{query}", self.base_path).parse().map_err(|_| TargetError::Unsupported)?;
         Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .ok()
+            .map_err(|_| TargetError::Unsupported)
+    }
+
+    fn is_forwarded_host(&self, host: &HeaderValue) -> bool {
+        let Ok(host) = host.to_str() else { return false };
+        self.forwarded_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host))
     }
 }
 
-/// Applies the header rules of the module docs to a request about to be forwarded.
-fn prepare_request_headers(headers: &mut HeaderMap, context: &RequestContext, client_host: Option<HeaderValue>) {
+/// A request target the proxy does not forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetError {
+    /// Not a path (`*`, authority-form), or not one that makes a valid URI.
+    Unsupported,
+    Path(PathError),
+}
+
+/// Whether only the gateway may set a header of this name (see the module docs).
+fn is_gateway_owned(name: &HeaderName) -> bool {
+    // Names are stored lower-case, so this is a case-insensitive match.
+    let name = name.as_str().replace('_', "-");
+    FORWARDING_PREFIXES.iter().any(|prefix| name.starts_with(prefix)) || FORWARDING.contains(&name.as_str())
+}
+
+/// Applies the header rules of the module docs to a request about to be forwarded;
+/// `forwarded_host` is the client's `host` when it is an allowed one.
+fn prepare_request_headers(headers: &mut HeaderMap, context: &RequestContext, forwarded_host: Option<HeaderValue>) {
     remove_hop_by_hop(headers);
-    // Header names are stored lower-case, so this is a case-insensitive match.
-    let forged: Vec<HeaderName> =
-        headers.keys().filter(|name| name.as_str().starts_with(ZITI_PREFIX)).cloned().collect();
+    let forged: Vec<HeaderName> = headers.keys().filter(|name| is_gateway_owned(name)).cloned().collect();
     for name in forged {
         headers.remove(name);
     }
-    for name in [header::FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, header::HOST] {
-        headers.remove(name);
-    }
+    headers.remove(header::HOST);
 
     let caller = &context.caller;
     headers.insert(CALLER_TRANSPORT, HeaderValue::from_static(caller.transport.as_str()));
+    let verified = caller.identity.as_ref().is_some_and(|identity| identity.verified);
+    headers.insert(CALLER_VERIFIED, HeaderValue::from_static(if verified { "true" } else { "false" }));
     if let Some(identity) = &caller.identity {
         set_identity_header(headers, CALLER_ID, identity.id.as_deref());
         set_identity_header(headers, CALLER_NAME, identity.name.as_deref());
-        headers.insert(CALLER_VERIFIED, HeaderValue::from_static(if identity.verified { "true" } else { "false" }));
     }
     if let Some(principal) = &context.principal {
         set_identity_header(headers, PRINCIPAL, Some(&principal.name));
@@ -185,7 +257,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, context: &RequestContext, cl
         }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = client_host {
+    if let Some(host) = forwarded_host {
         headers.insert(X_FORWARDED_HOST, host);
     }
 }
@@ -238,6 +310,7 @@ mod tests {
             },
             principal: (transport == Transport::Overlay)
                 .then(|| Principal { name: "Alice".into(), role_attributes: vec!["a".into(), "b".into()] }),
+            refusal: None,
         }
     }
 
@@ -283,18 +356,65 @@ mod tests {
         assert!(headers.get("x-forwarded-for").is_none());
     }
 
+    #[rstest::rstest]
+    #[case::underscores("x_ziti_principal")]
+    #[case::mixed("X_Ziti-Caller_Verified")]
+    #[case::forwarded("Forwarded")]
+    #[case::forwarded_port("x-forwarded-port")]
+    #[case::forwarded_prefix("x_forwarded_prefix")]
+    #[case::forwarded_bare("x-forwarded")]
+    #[case::real_ip("x_real_ip")]
+    #[case::true_client_ip("true-client-ip")]
+    #[case::cloudflare("cf_connecting_ip")]
+    #[case::original_url("x-original-url")]
+    #[case::rewrite_url("x_rewrite_url")]
+    fn client_headers_only_the_gateway_may_set_are_removed(#[case] name: &str) {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("forged"));
+        headers.insert("x-zitiish", HeaderValue::from_static("kept"));
+        headers.insert("x-forward", HeaderValue::from_static("kept"));
+
+        prepare_request_headers(&mut headers, &context(Transport::Overlay, "circuit-1"), None);
+
+        assert!(headers.values().all(|value| value != "forged"), "{name} reached the upstream: {headers:?}");
+        assert_eq!(headers.get("x-zitiish").unwrap(), "kept");
+        assert_eq!(headers.get("x-forward").unwrap(), "kept");
+    }
+
+    #[test]
+    fn a_tcp_caller_is_sent_as_unverified() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ziti-caller-verified", HeaderValue::from_static("true"));
+        prepare_request_headers(&mut headers, &context(Transport::Tcp, "127.0.0.1:5555"), None);
+        assert_eq!(headers.get_all("x-ziti-caller-verified").iter().collect::<Vec<_>>(), ["false"]);
+    }
+
+    #[tokio::test]
+    async fn x_forwarded_host_is_the_clients_host_only_when_allowed() {
+        let settings = ProxySettings { forwarded_hosts: vec!["API.example.com".into()], ..ProxySettings::default() };
+        let proxy = Proxy::new(&"http://up:3000".parse().unwrap(), &settings).unwrap();
+        assert!(proxy.is_forwarded_host(&HeaderValue::from_static("api.EXAMPLE.com")));
+        assert!(!proxy.is_forwarded_host(&HeaderValue::from_static("api.example.com:8080")));
+        assert!(!proxy.is_forwarded_host(&HeaderValue::from_static("evil.example")));
+        let proxy = Proxy::new(&"http://up:3000".parse().unwrap(), &ProxySettings::default()).unwrap();
+        assert!(!proxy.is_forwarded_host(&HeaderValue::from_static("api.example.com")));
+    }
+
     #[tokio::test]
     async fn upstream_urls_are_checked_and_paths_joined() {
-        let timeout = Duration::from_secs(1);
-        assert_eq!(Proxy::new(&"https://up:443".parse().unwrap(), timeout).err(), Some(UpstreamError::Https));
-        assert_eq!(Proxy::new(&"/relative".parse().unwrap(), timeout).err(), Some(UpstreamError::NotAbsoluteHttp));
-        assert_eq!(Proxy::new(&"http://up/?q=1".parse().unwrap(), timeout).err(), Some(UpstreamError::Query));
+        let settings = ProxySettings { timeout: Duration::from_secs(1), ..ProxySettings::default() };
+        assert_eq!(Proxy::new(&"https://up:443".parse().unwrap(), &settings).err(), Some(UpstreamError::Https));
+        assert_eq!(Proxy::new(&"/relative".parse().unwrap(), &settings).err(), Some(UpstreamError::NotAbsoluteHttp));
+        assert_eq!(Proxy::new(&"http://up/?q=1".parse().unwrap(), &settings).err(), Some(UpstreamError::Query));
 
-        let proxy = Proxy::new(&"http://up:3000/api/".parse().unwrap(), timeout).unwrap();
+        let proxy = Proxy::new(&"http://up:3000/api/".parse().unwrap(), &settings).unwrap();
         let uri = proxy.upstream_uri(&"/x/y?z=1".parse().unwrap()).unwrap();
         assert_eq!(uri, "http://up:3000/api/x/y?z=1");
-        let proxy = Proxy::new(&"http://up:3000".parse().unwrap(), timeout).unwrap();
+        let uri = proxy.upstream_uri(&"/x/./%2e%2e/y?a=/../b&c=%2e%2e".parse().unwrap()).unwrap();
+        assert_eq!(uri, "http://up:3000/api/y?a=/../b&c=%2e%2e", "the path is normalised, the query kept");
+        assert_eq!(proxy.upstream_uri(&"/../private".parse().unwrap()), Err(TargetError::Path(PathError::Escapes)));
+        let proxy = Proxy::new(&"http://up:3000".parse().unwrap(), &settings).unwrap();
         assert_eq!(proxy.upstream_uri(&"http://other/x?z".parse().unwrap()).unwrap(), "http://up:3000/x?z");
-        assert!(proxy.upstream_uri(&"*".parse().unwrap()).is_none());
+        assert_eq!(proxy.upstream_uri(&"*".parse().unwrap()), Err(TargetError::Unsupported));
     }
 }

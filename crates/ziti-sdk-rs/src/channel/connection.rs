@@ -2,7 +2,7 @@
 //! replies to their requests and everything else to the connection it names.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
+use super::flow::{self, FlowConn};
 use super::frame::{self, FrameCodec, Message, content, header};
 use super::inbox::{Inbox, InboxSender};
 use super::pump;
@@ -39,7 +40,32 @@ pub(crate) enum ConnKind {
 #[derive(Debug)]
 pub(super) struct Sink {
     pub(super) kind: ConnKind,
-    pub(super) tx: InboxSender,
+    pub(super) route: Route,
+}
+
+/// Where a connection's messages go.
+#[derive(Debug, Clone)]
+pub(super) enum Route {
+    /// The legacy data path: a queue the reader may have to wait on.
+    Inbox(InboxSender),
+    /// Flow control: handled at once, never waited on.
+    Flow(Arc<FlowConn>),
+}
+
+impl Sink {
+    pub(super) fn flow(&self) -> Option<&Arc<FlowConn>> {
+        match &self.route {
+            Route::Flow(flow) => Some(flow),
+            Route::Inbox(_) => None,
+        }
+    }
+
+    pub(super) fn lose(&self, reason: &'static str) {
+        match &self.route {
+            Route::Inbox(tx) => tx.lose(reason),
+            Route::Flow(flow) => flow.lose(reason),
+        }
+    }
 }
 
 /// Why the channel closed.
@@ -64,6 +90,21 @@ pub(super) struct Shared {
     pub(super) closed: Mutex<Option<Closed>>,
     pub(super) received: AtomicU64,
     pub(super) settings: ChannelSettings,
+    /// Whether the flow-control ticker runs (started with the first such connection).
+    pub(super) ticking: AtomicBool,
+}
+
+impl Shared {
+    /// Queues `message` ahead of data, without waiting (acknowledgements, resends).
+    pub(super) fn send_control(&self, message: Message) {
+        let _ = self.control.send(Message { sequence: self.sequence.fetch_add(1, Ordering::Relaxed), ..message });
+    }
+
+    /// Queues `message` behind data unless the queue is full; says whether it was queued.
+    pub(super) fn try_send(&self, message: Message) -> bool {
+        let message = Message { sequence: self.sequence.fetch_add(1, Ordering::Relaxed), ..message };
+        self.outbound.try_send(message).is_ok()
+    }
 }
 
 /// Per-channel tunables.
@@ -84,7 +125,7 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A live channel to one edge router; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Channel {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Channel {
@@ -144,6 +185,7 @@ impl Channel {
             closed: Mutex::default(),
             received: AtomicU64::new(0),
             settings,
+            ticking: AtomicBool::new(false),
         });
         // Everything the channel's tasks log carries the router it talks to.
         let span = tracing::info_span!("router", address, id = %shared.router_id);
@@ -200,9 +242,28 @@ impl Channel {
         if self.is_closed() {
             tx.lose("edge router channel closed");
         } else {
-            lock(&self.shared.sinks).insert(id, Sink { kind, tx });
+            lock(&self.shared.sinks).insert(id, Sink { kind, route: Route::Inbox(tx) });
         }
         inbox
+    }
+
+    /// Routes connection `id` (new, or registered for the legacy path until the router
+    /// agreed to flow control) to `flow`.
+    pub(crate) fn register_flow(&self, id: u32, kind: ConnKind, flow: Arc<FlowConn>) {
+        if self.is_closed() {
+            flow.lose("edge router channel closed");
+            return;
+        }
+        lock(&self.shared.sinks).insert(id, Sink { kind, route: Route::Flow(flow) });
+        if !self.shared.ticking.swap(true, Ordering::AcqRel) {
+            let span = tracing::info_span!("router", address = %self.shared.router, id = %self.shared.router_id);
+            tokio::spawn(flow::tick_loop(self.shared.clone()).instrument(span));
+        }
+    }
+
+    /// Queues `message` ahead of data without waiting.
+    pub(crate) fn send_control(&self, message: Message) {
+        self.shared.send_control(message);
     }
 
     pub(crate) fn deregister(&self, id: u32) {

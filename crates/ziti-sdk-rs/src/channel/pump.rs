@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
 
-use super::connection::{Channel, Closed, ConnKind, REJECTION_WINDOW, Shared, WRITE_BATCH, lock};
+use super::connection::{Channel, Closed, ConnKind, REJECTION_WINDOW, Route, Shared, WRITE_BATCH, lock};
 use super::frame::{self, FrameCodec, Message};
 use crate::edge;
 
@@ -112,7 +112,7 @@ fn shutdown(shared: &Shared, reason: Closed) {
     lock(&shared.closed).get_or_insert(reason);
     shared.cancel.cancel();
     for (_, sink) in lock(&shared.sinks).drain() {
-        sink.tx.lose("edge router channel closed");
+        sink.lose("edge router channel closed");
     }
     lock(&shared.pending).clear();
 }
@@ -141,9 +141,13 @@ async fn dispatch(shared: &Shared, message: Message) {
         tracing::debug!(content_type = message.content_type, "ignoring a channel message without a connection");
         return;
     };
-    let Some(sink) = lock(&shared.sinks).get(&conn_id).map(|sink| sink.tx.clone()) else {
+    let Some(route) = lock(&shared.sinks).get(&conn_id).map(|sink| sink.route.clone()) else {
         tracing::trace!(conn_id, content_type = message.content_type, "message for an unknown connection");
         return;
+    };
+    let sink = match route {
+        Route::Flow(flow) => return flow.on_message(shared, message),
+        Route::Inbox(sink) => sink,
     };
     if sink.push(message, shared.settings.stall).await.is_err() {
         tracing::warn!(conn_id, "connection made no progress reading; closing it");

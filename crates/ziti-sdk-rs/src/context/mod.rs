@@ -20,11 +20,19 @@ use crate::identity::Identity;
 /// Tunables; the defaults suit most hosts.
 #[derive(Debug, Clone)]
 pub struct ContextOptions {
-    /// Bytes a connection may hold received but unread before the channel reader
-    /// waits for it (pushing back on the sender).
+    /// Per-circuit flow control ("sdk xgress"), asked for on every dial and bind and
+    /// used wherever the router agrees: a connection whose reader stops holds up only
+    /// itself, and is never cut off for it. Off, or with routers that do not offer it,
+    /// connections use the legacy data path (`receive_budget`, `receive_stall_limit`).
+    pub flow_control: bool,
+    /// With flow control: the most unacknowledged bytes a connection sends, and the most
+    /// received bytes it holds unread before the sender waits.
+    pub flow_window: usize,
+    /// Legacy data path: bytes a connection may hold received but unread before the
+    /// channel reader waits for it (pushing back on the sender).
     pub receive_budget: usize,
-    /// How long a connection over its budget may make no reading progress before it
-    /// is cut off so that the other connections on the channel move on.
+    /// Legacy data path: how long a connection over its budget may make no reading
+    /// progress before it is cut off so that the other connections on the channel move on.
     pub receive_stall_limit: Duration,
     /// Refresh the API session at least this often (besides shortly before expiry).
     pub max_refresh_interval: Option<Duration>,
@@ -43,6 +51,8 @@ pub struct ContextOptions {
 impl Default for ContextOptions {
     fn default() -> Self {
         Self {
+            flow_control: true,
+            flow_window: crate::channel::xgress::DEFAULT_WINDOW as usize,
             receive_budget: 4 * 1024 * 1024,
             receive_stall_limit: Duration::from_secs(30),
             max_refresh_interval: None,

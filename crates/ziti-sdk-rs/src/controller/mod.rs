@@ -127,6 +127,13 @@ impl Controller {
         self.mode
     }
 
+    /// A client for a plain-HTTP stand-in controller (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(base: Url, mode: AuthMode) -> Controller {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(HTTP_TIMEOUT);
+        Controller { http: http.build().unwrap(), base, mode }
+    }
+
     /// Logs in with the identity's certificate.
     pub(crate) async fn login(&self) -> Result<ApiSession, Error> {
         match self.mode {
@@ -141,6 +148,12 @@ impl Controller {
             AuthMode::Oidc => oidc::refresh(self, session).await,
             AuthMode::Legacy => legacy::refresh(self, session).await,
         }
+    }
+
+    /// Asks the controller whether it still accepts `session` (an authenticated read):
+    /// [`Error::SessionExpired`] when it does not.
+    pub(crate) async fn check_session(&self, session: &ApiSession) -> Result<(), Error> {
+        self.get(&format!("{CLIENT_API}current-identity"), Some(session)).await.map(drop)
     }
 
     fn url(&self, path: &str) -> Result<Url, Error> {

@@ -39,6 +39,17 @@ fn login_error(step: &str, detail: impl std::fmt::Display) -> Error {
     Error::LoginRejected(format!("{step}: {detail}"))
 }
 
+/// A 5xx or 429 answer: the controller is unavailable for now, which says nothing
+/// about this identity (a transient [`Error::Controller`], never a refusal).
+fn unavailable(step: &str, response: &Response) -> Option<Error> {
+    let status = response.status();
+    (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS).then(|| Error::Controller {
+        what: format!("OIDC {step}"),
+        status: status.as_u16(),
+        message: status.canonical_reason().unwrap_or_default().to_owned(),
+    })
+}
+
 /// The redirect target of a 3xx answer, resolved against the request URL.
 fn location(response: &Response) -> Option<Url> {
     let value = response.headers().get(header::LOCATION)?.to_str().ok()?;
@@ -82,7 +93,10 @@ pub(super) async fn login(controller: &Controller) -> Result<ApiSession, Error> 
         .form(&[("id", auth_request_id.as_str())])
         .send()
         .await?;
-    if response.status() == StatusCode::UNAUTHORIZED {
+    if let Some(err) = unavailable("certificate login", &response) {
+        return Err(err);
+    }
+    if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return Err(login_error("certificate login", "the controller does not accept this certificate"));
     }
     if response.headers().contains_key("totp-required") {
@@ -93,6 +107,9 @@ pub(super) async fn login(controller: &Controller) -> Result<ApiSession, Error> 
 
     // 3. The callback redirects to our redirect URI with the code.
     let response = controller.http.get(callback).send().await?;
+    if let Some(err) = unavailable("callback", &response) {
+        return Err(err);
+    }
     let redirect = location(&response)
         .ok_or_else(|| login_error("callback", format!("unexpected answer {}", response.status())))?;
     if query_value(&redirect, "state").as_deref() != Some(state.as_str()) {
@@ -118,6 +135,9 @@ pub(super) async fn login(controller: &Controller) -> Result<ApiSession, Error> 
 
 /// Step 1's answer: a redirect naming the auth request, or a page carrying its id in a header.
 async fn auth_request_id(controller: &Controller, response: Response) -> Result<String, Error> {
+    if let Some(err) = unavailable("authorize", &response) {
+        return Err(err);
+    }
     let status = response.status();
     let target = location(&response);
     if let Some(id) = target.as_ref().and_then(|url| query_value(url, "authRequestID")) {
@@ -127,6 +147,9 @@ async fn auth_request_id(controller: &Controller, response: Response) -> Result<
         Some(url) => controller.http.get(url).send().await?,
         None => response,
     };
+    if let Some(err) = unavailable("authorize", &response) {
+        return Err(err);
+    }
     response
         .headers()
         .get("auth-request-id")
@@ -138,7 +161,12 @@ async fn auth_request_id(controller: &Controller, response: Response) -> Result<
 async fn token_request(controller: &Controller, form: &[(&str, &str)]) -> Result<TokenResponse, Error> {
     let response = controller.http.post(controller.url("oidc/oauth/token")?).form(form).send().await?;
     let status = response.status();
+    if let Some(Error::Controller { what, status, .. }) = unavailable("token", &response) {
+        let text: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+        return Err(Error::Controller { what, status, message: text });
+    }
     if !status.is_success() {
+        // Anything else (`invalid_grant`, 401, 403, ...) refuses this grant for good.
         let text: String = response.text().await.unwrap_or_default().chars().take(200).collect();
         return Err(login_error("token", format!("{status}: {text}")));
     }
@@ -172,4 +200,86 @@ pub(super) async fn refresh(controller: &Controller, session: &ApiSession) -> Re
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.as_str()), ("client_id", CLIENT_ID)];
     let tokens = token_request(controller, &form).await?;
     session_from(tokens, Some(session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_controller::{FakeController, Reply, access_token};
+
+    const TOKEN: &str = "/oidc/oauth/token";
+
+    fn session() -> ApiSession {
+        ApiSession {
+            mode: AuthMode::Oidc,
+            token: Zeroizing::new(access_token("s1")),
+            refresh_token: Some(Zeroizing::new("refresh".to_owned())),
+            expires_at: SystemTime::now() + Duration::from_secs(3600),
+            identity_id: "identity-1".to_owned(),
+            identity_name: "host".to_owned(),
+            api_session_id: "s1".to_owned(),
+        }
+    }
+
+    async fn controller() -> (FakeController, Controller) {
+        let fake = FakeController::start().await;
+        let controller = Controller::for_tests(fake.base(), AuthMode::Oidc);
+        (fake, controller)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_answered_with_a_server_error_or_429_is_transient_not_a_refusal() {
+        let (fake, controller) = controller().await;
+        for status in [500u16, 502, 503, 429] {
+            fake.script(TOKEN, [Reply::status(status)]);
+            let err = refresh(&controller, &session()).await.unwrap_err();
+            assert!(matches!(err, Error::Controller { status: s, .. } if s == status), "{status}: {err:?}");
+            assert!(err.is_transient(), "{status}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refresh_refused_with_invalid_grant_401_or_403_is_a_refusal() {
+        let (fake, controller) = controller().await;
+        let invalid_grant = Reply::json(400, serde_json::json!({ "error": "invalid_grant" }));
+        for reply in [invalid_grant, Reply::status(401), Reply::status(403)] {
+            fake.script(TOKEN, [reply]);
+            let err = refresh(&controller, &session()).await.unwrap_err();
+            assert!(matches!(err, Error::LoginRejected(_)), "{err:?}");
+            assert!(!err.is_transient());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_controller_is_transient() {
+        let (fake, controller) = controller().await;
+        drop(fake);
+        let err = refresh(&controller, &session()).await.unwrap_err();
+        assert!(matches!(err, Error::Http(_)) && err.is_transient(), "{err:?}");
+    }
+
+    /// Scripts a login that succeeds, with API session `s2`.
+    fn script_login(fake: &FakeController) {
+        fake.script("/oidc/authorize", [Reply::redirect("/oidc/login/cert?authRequestID=ar1")]);
+        fake.script("/oidc/login/cert", [Reply::redirect("/oidc/callback?id=ar1")]);
+        fake.script("/oidc/callback", [Reply::redirect("http://localhost:8080/auth/callback?code=c1&state={state}")]);
+        fake.script(TOKEN, [Reply::tokens("s2")]);
+    }
+
+    #[tokio::test]
+    async fn a_login_answered_503_at_any_step_is_transient_and_401_is_a_refusal() {
+        let (fake, controller) = controller().await;
+        script_login(&fake);
+        assert_eq!(login(&controller).await.unwrap().api_session_id, "s2");
+        for step in ["/oidc/authorize", "/oidc/login/cert", "/oidc/callback", TOKEN] {
+            script_login(&fake);
+            fake.script(step, [Reply::status(503)]);
+            let err = login(&controller).await.unwrap_err();
+            assert!(matches!(err, Error::Controller { status: 503, .. }) && err.is_transient(), "{step}: {err:?}");
+        }
+        script_login(&fake);
+        fake.script("/oidc/login/cert", [Reply::status(401)]);
+        let err = login(&controller).await.unwrap_err();
+        assert!(matches!(err, Error::LoginRejected(_)), "{err:?}");
+    }
 }

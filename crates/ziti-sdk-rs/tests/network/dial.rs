@@ -33,13 +33,14 @@ async fn rust_dial_reaches_go_echo_server() {
 
     let mut conn = within("dial", Duration::from_secs(60), dial_when_hosted(&client, &network.service_name)).await;
     assert!(conn.is_encrypted());
+    assert!(conn.is_flow_controlled(), "the router uses flow control for the Rust dialer");
     conn.write_all(b"hello go").await.unwrap();
     let mut buf = [0u8; 8];
     within("echo", Duration::from_secs(10), conn.read_exact(&mut buf)).await.unwrap();
     assert_eq!(&buf, b"hello go");
 
-    // 8 MiB both ways at once, then half-close: the Go host ends the echo on EOF.
-    let input = pattern(8 * 1024 * 1024, 8);
+    // 64 MiB both ways at once, then half-close: the Go host ends the echo on EOF.
+    let input = pattern(64 * 1024 * 1024, 8);
     let expected = Sha256::digest(&input);
     let (mut reader, mut writer) = tokio::io::split(conn);
     let started = Instant::now();
@@ -53,9 +54,10 @@ async fn rust_dial_reaches_go_echo_server() {
         reader.read_to_end(&mut output).await.unwrap();
         output
     };
-    let (_writer, output) = within("8 MiB echo", Duration::from_secs(120), async { tokio::join!(send, receive) }).await;
-    eprintln!("8 MiB echoed (Rust dial -> Go echo-server, encrypted) in {:.2?}", started.elapsed());
-    assert_eq!(output.len(), 8 * 1024 * 1024);
+    let (_writer, output) =
+        within("64 MiB echo", Duration::from_secs(240), async { tokio::join!(send, receive) }).await;
+    eprintln!("64 MiB echoed (Rust dial -> Go echo-server, encrypted) in {:.2?}", started.elapsed());
+    assert_eq!(output.len(), 64 * 1024 * 1024);
     assert_eq!(Sha256::digest(&output), expected);
     host.delete().await;
 }

@@ -1,10 +1,12 @@
 //! Typed errors a user can act on, never panics.
 
+use std::path::Path;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ziti_sdk::{Error, IdentityError, ZitiContext};
 
-use crate::support::{TestIdentity, host_role, network, shared_router, within};
+use crate::support::{TestIdentity, exclusive_service, go_zcat, host_role, network, shared_router, within, ziti_cli};
 
 #[tokio::test]
 async fn unknown_service_is_not_found_for_dial_and_listen() {
@@ -97,5 +99,49 @@ async fn a_key_from_another_identity_is_refused_before_any_network_use() {
     );
     let missing = ZitiContext::from_file(dir.path().join("absent.json")).await.unwrap_err();
     assert!(matches!(missing, Error::Identity(IdentityError::Read { .. })), "{missing}");
+    host.delete().await;
+}
+
+/// A host whose identity loses the Bind permission while it hosts: an OpenZiti v2 router
+/// ends the bind ("bind access lost") and the listener says so; a v1.6.20 router keeps
+/// routing dials to it (what the version does, not a guarantee to build on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_bind_permission_while_hosting() {
+    let network = network();
+    let _hosting = exclusive_service(&network).await;
+    let host = TestIdentity::create(&network, &host_role(), Some("EC")).await;
+    let context = within("login", Duration::from_secs(30), ZitiContext::from_file(&host.file)).await.unwrap();
+    let mut listener = within("bind", Duration::from_secs(30), context.listen(&network.service_name)).await.unwrap();
+    within("bound", Duration::from_secs(30), listener.wait_bound(true)).await;
+
+    ziti_cli(&network, &["edge", "update", "identity", &host.name, "-a", "sdk-test-no-bind"], Path::new(".")).await;
+
+    if network.routers_end_binds_on_lost_permission() {
+        let ended = within("the router to end the bind", Duration::from_secs(30), listener.accept()).await;
+        match ended {
+            Err(Error::BindFailed { service, reason }) => {
+                assert_eq!(service, network.service_name);
+                assert!(reason.contains("bind access lost"), "OpenZiti {}: {reason}", network.version);
+            }
+            other => panic!("OpenZiti {}: expected the bind to end, got {other:?}", network.version),
+        }
+    } else {
+        let echoed = within("a dial after the permission went", Duration::from_secs(30), async {
+            let served = async {
+                let mut conn = listener.accept().await.expect("the dial reaches the host");
+                let mut line = [0u8; 6];
+                conn.read_exact(&mut line).await.unwrap();
+                conn.write_all(&line).await.unwrap();
+                conn.shutdown().await.unwrap();
+            };
+            let (echoed, ()) = tokio::join!(
+                go_zcat(&network, &network.client_identity, &network.service_name, b"still\n".to_vec()),
+                served
+            );
+            echoed
+        })
+        .await;
+        assert_eq!(echoed, b"still\n", "OpenZiti {}", network.version);
+    }
     host.delete().await;
 }

@@ -27,6 +27,7 @@ impl RustEcho {
                     Err(err) => return err,
                 };
                 assert!(conn.is_encrypted(), "the service requires encryption");
+                assert!(conn.is_flow_controlled(), "the router uses flow control for the Rust host");
                 seen.lock().unwrap().push(conn.dialer().cloned().unwrap_or(DialerIdentity::Unknown));
                 tokio::spawn(async move {
                     let (mut reader, mut writer) = tokio::io::split(conn);
@@ -70,12 +71,13 @@ async fn go_zcat_reaches_rust_echo_with_large_encrypted_transfer() {
     .await;
     assert_eq!(hello, b"hello over ziti\n");
 
-    let client_name = ZitiContext::from_file(&network.client_identity).await.unwrap().identity_name();
-    assert_eq!(
-        echo.served(),
-        vec![DialerIdentity::Claimed { name: client_name }],
-        "v1.6.20 passes only the caller's claim"
-    );
+    let client = ZitiContext::from_file(&network.client_identity).await.unwrap();
+    let expected = if network.routers_vouch_for_dialers() {
+        DialerIdentity::Verified { id: client.identity_id(), name: client.identity_name() }
+    } else {
+        DialerIdentity::Claimed { name: client.identity_name() }
+    };
+    assert_eq!(echo.served(), vec![expected], "OpenZiti {}", network.version);
 
     let input = pattern(64 * 1024 * 1024, 64);
     let expected = Sha256::digest(&input);

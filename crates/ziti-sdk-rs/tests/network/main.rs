@@ -5,7 +5,9 @@
 
 mod dial;
 mod errors;
+mod flow;
 mod host;
+mod idle;
 mod inspect;
 mod plain;
 mod rebind;
@@ -13,3 +15,4 @@ mod relogin;
 mod routers;
 mod session;
 mod support;
+mod transient;

@@ -103,3 +103,51 @@ fn the_controller_ca_must_hold_a_certificate() {
         load(&[URL, PASSWORD, ("ZITI_MGMT_CONTROLLER_CA", "ca.pem")], &[("ca.pem", "hello")]).expect_err("no PEM");
     assert!(err.to_string().contains("holds no PEM CERTIFICATE"), "{err}");
 }
+
+#[rstest]
+#[case::default_loopback(None, None, true)]
+#[case::other_loopback(Some("127.1.2.3:50051"), None, true)]
+#[case::ipv6_loopback(Some("[::1]:50051"), None, true)]
+#[case::every_interface(Some("0.0.0.0:50051"), None, false)]
+#[case::every_ipv6_interface(Some("[::]:50051"), None, false)]
+#[case::private_address(Some("10.0.0.7:50051"), None, false)]
+#[case::opted_in(Some("0.0.0.0:50051"), Some("true"), true)]
+#[case::opted_out(Some("0.0.0.0:50051"), Some("false"), false)]
+fn plaintext_is_served_only_on_loopback_unless_opted_in(
+    #[case] addr: Option<&str>,
+    #[case] insecure: Option<&str>,
+    #[case] accepted: bool,
+) {
+    let mut env = vec![URL, PASSWORD];
+    env.extend(addr.map(|addr| ("ZITI_MGMT_GRPC_ADDR", addr)));
+    env.extend(insecure.map(|insecure| ("ZITI_MGMT_INSECURE", insecure)));
+    let outcome = load(&env, &[]);
+    assert_eq!(outcome.is_ok(), accepted, "{outcome:?}");
+    match outcome {
+        Ok(config) => assert_eq!(config.serves_plaintext_on_network(), insecure == Some("true")),
+        Err(err) => {
+            assert!(matches!(err, ConfigError::PlaintextOnNetwork { .. }), "{err:?}");
+            let message = err.to_string();
+            for named in ["ZITI_MGMT_GRPC_ADDR=", "ZITI_MGMT_TLS_CERT", "ZITI_MGMT_TLS_KEY", "ZITI_MGMT_INSECURE=true"]
+            {
+                assert!(message.contains(named), "{named} not in: {message}");
+            }
+        }
+    }
+}
+
+#[test]
+fn tls_makes_any_address_acceptable() {
+    let pem = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let env = [
+        URL,
+        PASSWORD,
+        ("ZITI_MGMT_GRPC_ADDR", "0.0.0.0:50051"),
+        ("ZITI_MGMT_TLS_CERT", "cert.pem"),
+        ("ZITI_MGMT_TLS_KEY", "key.pem"),
+    ];
+    let files = [("cert.pem", pem.cert.pem()), ("key.pem", pem.signing_key.serialize_pem())];
+    let files: Vec<(&str, &str)> = files.iter().map(|(name, text)| (*name, text.as_str())).collect();
+    let config = load(&env, &files).expect("TLS on every interface is fine");
+    assert!(!config.serves_plaintext_on_network());
+}

@@ -64,14 +64,35 @@ pub fn base_env(network: &ZitiNetwork, grpc: SocketAddr, admin: SocketAddr) -> V
     .collect()
 }
 
-/// A `ziti-management` process of the test's own, logging to a file.
+/// A `ziti-management` process of the test's own, logging to a file, serving gRPC
+/// over TLS with a certificate of its own (as production should) unless the test
+/// configures TLS itself.
 #[derive(Debug)]
 pub struct Management {
     child: Child,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     log: PathBuf,
+    /// The CA of the certificate made here, `None` when the test set its own TLS.
+    ca_pem: Option<String>,
     _dir: tempfile::TempDir,
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM, key PEM).
+fn server_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.distinguished_name.push(DnType::CommonName, "test ziti-management CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 impl Management {
@@ -87,10 +108,21 @@ impl Management {
         management
     }
 
-    /// Starts one with exactly `env` (nothing inherited), without waiting.
+    /// Starts one with exactly `env` (nothing inherited, but TLS added unless `env`
+    /// sets it), without waiting.
     pub fn spawn(env: &[(String, String)], grpc: SocketAddr, admin: SocketAddr) -> Self {
-        let dir = tempfile::tempdir().expect("log dir");
+        let dir = private_dir();
         let log = dir.path().join("ziti-management.log");
+        let mut env = env.to_vec();
+        let mut ca_pem = None;
+        if !env.iter().any(|(name, _)| name == "ZITI_MGMT_TLS_CERT") {
+            let (ca, cert, key) = server_pki();
+            let cert = write_private(dir.path(), "server.pem", cert.as_bytes());
+            let key = write_private(dir.path(), "server.key", key.as_bytes());
+            env.push(("ZITI_MGMT_TLS_CERT".into(), cert.display().to_string()));
+            env.push(("ZITI_MGMT_TLS_KEY".into(), key.display().to_string()));
+            ca_pem = Some(ca);
+        }
         let child = Command::new(BINARY)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -99,7 +131,7 @@ impl Management {
             .stderr(File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn ziti-management");
-        Self { child, grpc, admin, log, _dir: dir }
+        Self { child, grpc, admin, log, ca_pem, _dir: dir }
     }
 
     pub fn wait_ready(&self, within: Duration) {
@@ -113,12 +145,22 @@ impl Management {
         }
     }
 
+    /// A client over TLS, trusting the CA made for this server.
+    ///
+    /// # Panics
+    /// When the test configured TLS itself (it builds its own client then).
     pub async fn client(&self) -> Client {
-        let target = format!("http://{}", self.grpc);
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let ca = self.ca_pem.as_deref().expect("a server with TLS of its own: build the client in the test");
+        let target = format!("https://{}", self.grpc);
+        let endpoint = Endpoint::from_shared(target.clone())
+            .expect("uri")
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .expect("TLS settings");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match ZitiManagementServiceClient::connect(target.clone()).await {
-                Ok(client) => return client,
+            match endpoint.connect().await {
+                Ok(channel) => return ZitiManagementServiceClient::new(channel),
                 Err(err) => assert!(Instant::now() < deadline, "cannot connect to {target}: {err}"),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,110 @@
+use std::sync::Mutex;
+
+use rustls::{ClientConfig, RootCertStore};
+use zeroize::Zeroizing;
+
+use super::*;
+use crate::context::{ContextOptions, routers};
+use crate::controller::Controller;
+use crate::fake_controller::{FakeController, Reply, access_token};
+
+const TOKEN: &str = "POST /oidc/oauth/token";
+const AUTHORIZE: &str = "GET /oidc/authorize";
+
+/// A context logged in (API session `s1`) to the stand-in, refreshing every second.
+fn context(fake: &FakeController) -> Arc<Inner> {
+    let session = ApiSession {
+        mode: AuthMode::Oidc,
+        token: Zeroizing::new(access_token("s1")),
+        refresh_token: Some(Zeroizing::new("refresh".to_owned())),
+        expires_at: SystemTime::now() + Duration::from_secs(3600),
+        identity_id: "identity-1".to_owned(),
+        identity_name: "host".to_owned(),
+        api_session_id: "s1".to_owned(),
+    };
+    let router_tls = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    Arc::new(Inner {
+        controller: Controller::for_tests(fake.base(), AuthMode::Oidc),
+        router_tls: Arc::new(router_tls),
+        options: ContextOptions { max_refresh_interval: Some(Duration::from_secs(1)), ..ContextOptions::default() },
+        session: std::sync::RwLock::new(Arc::new(session)),
+        login_lock: tokio::sync::Mutex::new(()),
+        routers: routers::Routers::default(),
+        dial_sessions: Mutex::default(),
+        refresher: Mutex::default(),
+    })
+}
+
+/// Waits (in paused time) until the context holds a token other than `old`.
+async fn refreshed(inner: &Inner, old: &str) {
+    let wait = async {
+        while inner.session().token.as_str() == old {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(600), wait).await.expect("the session is refreshed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_answered_503_is_retried_with_backoff_without_logging_in_again() {
+    let fake = FakeController::start().await;
+    fake.script("/oidc/oauth/token", [Reply::status(503), Reply::status(503), Reply::status(503), Reply::tokens("s1")]);
+    fake.script("/edge/client/v1/current-identity", [Reply::json(200, serde_json::json!({ "data": {} }))]);
+    let inner = context(&fake);
+    let old = inner.session().token.clone();
+    let started = tokio::time::Instant::now();
+    let refresher = tokio::spawn(keep_fresh(Arc::downgrade(&inner)));
+
+    refreshed(&inner, &old).await;
+    refresher.abort();
+    assert_eq!(fake.count(AUTHORIZE), 0, "no login while the controller is only unavailable: {:?}", fake.seen());
+    assert_eq!(fake.count(TOKEN), 4, "{:?}", fake.seen());
+    assert_eq!(inner.session().api_session_id, "s1", "the same API session, refreshed");
+    // 1 s to the first refresh, then three backoff steps (upper halves of 1, 2 and 4 s).
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(4500) && waited <= Duration::from_secs(8), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_logs_in_again_with_the_certificate() {
+    let fake = FakeController::start().await;
+    fake.script(
+        "/oidc/oauth/token",
+        [Reply::json(400, serde_json::json!({ "error": "invalid_grant" })), Reply::tokens("s2")],
+    );
+    fake.script("/oidc/authorize", [Reply::redirect("/oidc/login/cert?authRequestID=ar1")]);
+    fake.script("/oidc/login/cert", [Reply::redirect("/oidc/callback?id=ar1")]);
+    fake.script("/oidc/callback", [Reply::redirect("http://localhost:8080/auth/callback?code=c1&state={state}")]);
+    let inner = context(&fake);
+    let old = inner.session().token.clone();
+    let refresher = tokio::spawn(keep_fresh(Arc::downgrade(&inner)));
+
+    refreshed(&inner, &old).await;
+    refresher.abort();
+    assert_eq!(fake.count(AUTHORIZE), 1, "{:?}", fake.seen());
+    assert_eq!(inner.session().api_session_id, "s2", "a new API session from a fresh login");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_of_a_session_the_controller_no_longer_accepts_logs_in_again() {
+    let fake = FakeController::start().await;
+    // What the controller answers once the identity is deleted.
+    let not_found = serde_json::json!({ "error": "server_error", "error_description": "identity not found" });
+    fake.script("/oidc/oauth/token", [Reply::json(500, not_found), Reply::tokens("s2")]);
+    fake.script("/edge/client/v1/current-identity", [Reply::status(401)]);
+    fake.script("/oidc/authorize", [Reply::redirect("/oidc/login/cert?authRequestID=ar1")]);
+    fake.script("/oidc/login/cert", [Reply::redirect("/oidc/callback?id=ar1")]);
+    fake.script("/oidc/callback", [Reply::redirect("http://localhost:8080/auth/callback?code=c1&state={state}")]);
+    let inner = context(&fake);
+    let old = inner.session().token.clone();
+    let refresher = tokio::spawn(keep_fresh(Arc::downgrade(&inner)));
+
+    refreshed(&inner, &old).await;
+    refresher.abort();
+    assert_eq!(fake.count(AUTHORIZE), 1, "{:?}", fake.seen());
+    assert_eq!(inner.session().api_session_id, "s2", "a new API session from a fresh login");
+}
