@@ -255,6 +255,47 @@ fn a_lost_lease_is_replaced_and_the_gateway_serves_again_without_a_restart() {
     assert!(status.success(), "{}", gateway.log());
 }
 
+/// The gateway's identity loses the Bind permission while it hosts (its role attribute
+/// taken away by an operator). An OpenZiti v2 router ends the bind: the gateway gives
+/// that lease back and serves again with a new one, without a restart. A v1.6.20 router
+/// keeps routing dials to the old binding, and the gateway keeps serving on it.
+#[test]
+fn a_binding_the_router_ends_is_replaced_without_a_restart() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let mut gateway = Gateway::start(&network, &[]);
+    gateway.wait_ready(Duration::from_secs(60));
+    let proxy = TunnelProxy::start(&network);
+    proxy.get_ok("/before", Duration::from_secs(30));
+    let first = gateway.leases()[0].clone();
+
+    let out =
+        network.ziti().args(["edge", "update", "identity", &first, "-a", "gateway-test-no-bind"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let revoked_at = Instant::now();
+
+    if network.routers_end_binds_on_lost_permission() {
+        let deadline = revoked_at + Duration::from_secs(60);
+        while gateway.leases().len() < 2 {
+            assert!(Instant::now() < deadline, "OpenZiti {}: no new lease:\n{}", network.version, gateway.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        proxy.get_ok("/after", Duration::from_secs(30));
+        eprintln!(
+            "OpenZiti {}: binding ended -> serving again in {:.1} s",
+            network.version,
+            revoked_at.elapsed().as_secs_f64()
+        );
+        assert!(!identity_exists(&network, &first), "the ended lease was not given back");
+    } else {
+        proxy.get_ok("/after", Duration::from_secs(30));
+        assert_eq!(gateway.leases(), vec![first], "OpenZiti {}: {}", network.version, gateway.log());
+    }
+    assert!(gateway.child.try_wait().unwrap().is_none(), "the gateway restarted");
+    let (status, _) = gateway.terminate();
+    assert!(status.success(), "{}", gateway.log());
+}
+
 #[test]
 fn after_a_router_restart_the_gateway_serves_again_by_itself() {
     let _one = one_at_a_time();

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -50,7 +50,6 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct FlowConn {
     state: Mutex<State>,
-    epoch: Instant,
 }
 
 impl FlowConn {
@@ -64,7 +63,6 @@ impl FlowConn {
                 lost: None,
                 closing_until: None,
             }),
-            epoch: Instant::now(),
         })
     }
 
@@ -72,9 +70,12 @@ impl FlowConn {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Milliseconds on this connection's clock (only ever compared with itself).
+    /// Wall-clock milliseconds: round trips are measured against the router's stamps.
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        // TEMPORARY: the old per-process monotonic clock, to show the test failing.
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let _ = (SystemTime::now(), UNIX_EPOCH);
+        EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
     }
 
     /// The dialer's first payload.
@@ -200,7 +201,11 @@ impl FlowConn {
         if state.lost.is_some() {
             return true;
         }
-        for message in state.circuit.retransmit(now) {
+        let resend = state.circuit.retransmit(now);
+        if !resend.is_empty() {
+            tracing::debug!(payloads = resend.len(), "resending unacknowledged payloads");
+        }
+        for message in resend {
             // A full queue skips this resend; the next pass tries again.
             shared.try_send(message);
         }

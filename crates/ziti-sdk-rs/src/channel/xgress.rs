@@ -272,7 +272,9 @@ struct Unacked {
 /// Messages produced by one step, for the caller to send.
 pub(crate) type Outgoing = Vec<Message>;
 
-/// One circuit's flow control. Times are milliseconds on any monotonic clock.
+/// One circuit's flow control. Times are milliseconds since the Unix epoch: routers
+/// stamp the payloads they forward with their own clock (truncated to 16 bits), and the
+/// round trip is that stamp, echoed in the acknowledgement, taken from our clock.
 #[derive(Debug)]
 pub(crate) struct Circuit {
     circuit_id: Bytes,

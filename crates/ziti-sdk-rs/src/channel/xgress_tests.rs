@@ -262,3 +262,24 @@ fn a_lossy_link_still_delivers_everything_in_order() {
     assert!(dropped > 0);
     assert!(received.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8), "in order and intact");
 }
+
+/// Routers re-stamp the payloads they forward with their own wall clock, and the round
+/// trip is that stamp, echoed back, against ours: the resend timeout follows it.
+#[test]
+fn the_resend_timeout_follows_the_round_trip_the_acks_report() {
+    let (mut dialer, mut host) = pair();
+    started(&mut dialer, &mut host);
+    let sent_at = 1_000_000u64;
+    for i in 0..4 {
+        let now = sent_at + i * 1_000;
+        dialer.send(Bytes::from_static(b"x"), false, now).unwrap();
+        // The router stamped it 100 ms before the ack came back.
+        let stamp = (now - 100) as u16;
+        let ack = Ack { sequences: vec![1 + i as i32], flags: flag::ORIGINATOR, receive_buffered: 0, rtt: stamp };
+        dialer.on_ack(&ack, now);
+    }
+    let now = sent_at + 10_000;
+    dialer.send(Bytes::from_static(b"lost"), false, now).unwrap();
+    assert!(dialer.retransmit(now + 80).is_empty(), "1.5 x 100 ms is not over yet");
+    assert_eq!(dialer.retransmit(now + 150).len(), 1, "resent after 1.5 round trips");
+}
