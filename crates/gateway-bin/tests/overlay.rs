@@ -88,6 +88,15 @@ impl Gateway {
             .collect()
     }
 
+    /// Waits until it has enrolled its `nth` lease (1 = the first).
+    fn wait_for_lease(&self, nth: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.leases().len() < nth {
+            assert!(Instant::now() < deadline, "no lease number {nth} within {within:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn wait_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
@@ -175,6 +184,15 @@ fn assert_unverified_caller_is_anonymous(json: &serde_json::Value) {
     assert!(json["principal"].is_null(), "an unverified claim was resolved: {json}");
 }
 
+/// A ready gateway with `extra` settings, answering through `ziti tunnel proxy`.
+fn serving(network: &ZitiNetwork, extra: &[(&str, &str)]) -> (Gateway, TunnelProxy) {
+    let mut gateway = Gateway::start(network, extra);
+    gateway.wait_ready(Duration::from_secs(60));
+    let proxy = TunnelProxy::start(network);
+    proxy.get_ok("/before", Duration::from_secs(30));
+    (gateway, proxy)
+}
+
 fn identity_exists(network: &ZitiNetwork, id: &str) -> bool {
     let out = network.ziti().args(["edge", "list", "identities", &format!("id=\"{id}\""), "-j"]).output().unwrap();
     assert!(out.status.success(), "ziti edge list identities: {}", String::from_utf8_lossy(&out.stderr));
@@ -229,10 +247,7 @@ fn serves_http_over_the_overlay_to_a_go_client_and_cleans_up_on_sigterm() {
 fn a_lost_lease_is_replaced_and_the_gateway_serves_again_without_a_restart() {
     let _one = one_at_a_time();
     let network = ZitiNetwork::from_env();
-    let mut gateway = Gateway::start(&network, &[("ZITI_LEASE_RENEWAL_INTERVAL", "2s")]);
-    gateway.wait_ready(Duration::from_secs(60));
-    let proxy = TunnelProxy::start(&network);
-    proxy.get_ok("/before", Duration::from_secs(30));
+    let (mut gateway, proxy) = serving(&network, &[("ZITI_LEASE_RENEWAL_INTERVAL", "2s")]);
     let first = gateway.leases()[0].clone();
     let first_file = entries(gateway.identity_dir.path()).into_iter().flat_map(|dir| entries(&dir)).collect::<Vec<_>>();
     assert_eq!(first_file.len(), 1);
@@ -242,11 +257,7 @@ fn a_lost_lease_is_replaced_and_the_gateway_serves_again_without_a_restart() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let lost_at = Instant::now();
-    let deadline = lost_at + Duration::from_secs(60);
-    while gateway.leases().len() < 2 {
-        assert!(Instant::now() < deadline, "no new lease:\n{}", gateway.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    gateway.wait_for_lease(2, Duration::from_secs(60));
     assert!(!first_file[0].exists(), "the lost identity's file must be gone");
     proxy.get_ok("/after", Duration::from_secs(30));
     eprintln!("lease lost -> serving again in {:.1} s", lost_at.elapsed().as_secs_f64());
@@ -263,10 +274,7 @@ fn a_lost_lease_is_replaced_and_the_gateway_serves_again_without_a_restart() {
 fn a_binding_the_router_ends_is_replaced_without_a_restart() {
     let _one = one_at_a_time();
     let network = ZitiNetwork::from_env();
-    let mut gateway = Gateway::start(&network, &[]);
-    gateway.wait_ready(Duration::from_secs(60));
-    let proxy = TunnelProxy::start(&network);
-    proxy.get_ok("/before", Duration::from_secs(30));
+    let (mut gateway, proxy) = serving(&network, &[]);
     let first = gateway.leases()[0].clone();
 
     let out =
@@ -275,11 +283,7 @@ fn a_binding_the_router_ends_is_replaced_without_a_restart() {
     let revoked_at = Instant::now();
 
     if network.routers_end_binds_on_lost_permission() {
-        let deadline = revoked_at + Duration::from_secs(60);
-        while gateway.leases().len() < 2 {
-            assert!(Instant::now() < deadline, "OpenZiti {}: no new lease:\n{}", network.version, gateway.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        gateway.wait_for_lease(2, Duration::from_secs(60));
         proxy.get_ok("/after", Duration::from_secs(30));
         eprintln!(
             "OpenZiti {}: binding ended -> serving again in {:.1} s",
@@ -300,10 +304,7 @@ fn a_binding_the_router_ends_is_replaced_without_a_restart() {
 fn after_a_router_restart_the_gateway_serves_again_by_itself() {
     let _one = one_at_a_time();
     let network = ZitiNetwork::from_env();
-    let mut gateway = Gateway::start(&network, &[]);
-    gateway.wait_ready(Duration::from_secs(60));
-    let proxy = TunnelProxy::start(&network);
-    proxy.get_ok("/before", Duration::from_secs(30));
+    let (mut gateway, proxy) = serving(&network, &[]);
 
     let stopped = Instant::now();
     network.restart_router(Duration::from_secs(60));

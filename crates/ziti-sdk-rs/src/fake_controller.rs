@@ -103,6 +103,28 @@ impl FakeController {
     pub(crate) fn count(&self, request: &str) -> usize {
         self.seen().iter().filter(|seen| *seen == request).count()
     }
+
+    /// Scripts a successful certificate login (authorize, cert login, callback); the
+    /// token endpoint is scripted by the test.
+    pub(crate) fn script_cert_login(&self) {
+        self.script("/oidc/authorize", [Reply::redirect("/oidc/login/cert?authRequestID=ar1")]);
+        self.script("/oidc/login/cert", [Reply::redirect("/oidc/callback?id=ar1")]);
+        self.script("/oidc/callback", [Reply::redirect("http://localhost:8080/auth/callback?code=c1&state={state}")]);
+    }
+}
+
+/// An OIDC API session `s1` of identity `identity-1`, valid an hour, as a login to the
+/// stand-in would leave it.
+pub(crate) fn logged_in_session() -> crate::controller::ApiSession {
+    crate::controller::ApiSession {
+        mode: crate::controller::AuthMode::Oidc,
+        token: zeroize::Zeroizing::new(access_token("s1")),
+        refresh_token: Some(zeroize::Zeroizing::new("refresh".to_owned())),
+        expires_at: SystemTime::now() + Duration::from_secs(3600),
+        identity_id: "identity-1".to_owned(),
+        identity_name: "host".to_owned(),
+        api_session_id: "s1".to_owned(),
+    }
 }
 
 impl Drop for FakeController {

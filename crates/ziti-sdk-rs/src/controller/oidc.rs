@@ -205,21 +205,9 @@ pub(super) async fn refresh(controller: &Controller, session: &ApiSession) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_controller::{FakeController, Reply, access_token};
+    use crate::fake_controller::{FakeController, Reply, logged_in_session as session};
 
     const TOKEN: &str = "/oidc/oauth/token";
-
-    fn session() -> ApiSession {
-        ApiSession {
-            mode: AuthMode::Oidc,
-            token: Zeroizing::new(access_token("s1")),
-            refresh_token: Some(Zeroizing::new("refresh".to_owned())),
-            expires_at: SystemTime::now() + Duration::from_secs(3600),
-            identity_id: "identity-1".to_owned(),
-            identity_name: "host".to_owned(),
-            api_session_id: "s1".to_owned(),
-        }
-    }
 
     async fn controller() -> (FakeController, Controller) {
         let fake = FakeController::start().await;

@@ -1,27 +1,18 @@
 use std::sync::Mutex;
 
 use rustls::{ClientConfig, RootCertStore};
-use zeroize::Zeroizing;
 
 use super::*;
 use crate::context::{ContextOptions, routers};
 use crate::controller::Controller;
-use crate::fake_controller::{FakeController, Reply, access_token};
+use crate::fake_controller::{FakeController, Reply, logged_in_session};
 
 const TOKEN: &str = "POST /oidc/oauth/token";
 const AUTHORIZE: &str = "GET /oidc/authorize";
 
 /// A context logged in (API session `s1`) to the stand-in, refreshing every second.
 fn context(fake: &FakeController) -> Arc<Inner> {
-    let session = ApiSession {
-        mode: AuthMode::Oidc,
-        token: Zeroizing::new(access_token("s1")),
-        refresh_token: Some(Zeroizing::new("refresh".to_owned())),
-        expires_at: SystemTime::now() + Duration::from_secs(3600),
-        identity_id: "identity-1".to_owned(),
-        identity_name: "host".to_owned(),
-        api_session_id: "s1".to_owned(),
-    };
+    let session = logged_in_session();
     let router_tls = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -47,6 +38,21 @@ async fn refreshed(inner: &Inner, old: &str) {
         }
     };
     tokio::time::timeout(Duration::from_secs(600), wait).await.expect("the session is refreshed");
+}
+
+/// Runs the refresher against `fake` (in paused time) until the context holds a new token.
+async fn refresh_until_renewed(fake: &FakeController) -> Arc<Inner> {
+    let inner = context(fake);
+    let old = inner.session().token.clone();
+    let refresher = tokio::spawn(keep_fresh(Arc::downgrade(&inner)));
+    refreshed(&inner, &old).await;
+    refresher.abort();
+    inner
+}
+
+fn assert_logged_in_again(fake: &FakeController, inner: &Inner) {
+    assert_eq!(fake.count(AUTHORIZE), 1, "{:?}", fake.seen());
+    assert_eq!(inner.session().api_session_id, "s2", "a new API session from a fresh login");
 }
 
 #[tokio::test(start_paused = true)]
@@ -76,17 +82,9 @@ async fn a_refused_refresh_logs_in_again_with_the_certificate() {
         "/oidc/oauth/token",
         [Reply::json(400, serde_json::json!({ "error": "invalid_grant" })), Reply::tokens("s2")],
     );
-    fake.script("/oidc/authorize", [Reply::redirect("/oidc/login/cert?authRequestID=ar1")]);
-    fake.script("/oidc/login/cert", [Reply::redirect("/oidc/callback?id=ar1")]);
-    fake.script("/oidc/callback", [Reply::redirect("http://localhost:8080/auth/callback?code=c1&state={state}")]);
-    let inner = context(&fake);
-    let old = inner.session().token.clone();
-    let refresher = tokio::spawn(keep_fresh(Arc::downgrade(&inner)));
-
-    refreshed(&inner, &old).await;
-    refresher.abort();
-    assert_eq!(fake.count(AUTHORIZE), 1, "{:?}", fake.seen());
-    assert_eq!(inner.session().api_session_id, "s2", "a new API session from a fresh login");
+    fake.script_cert_login();
+    let inner = refresh_until_renewed(&fake).await;
+    assert_logged_in_again(&fake, &inner);
 }
 
 #[tokio::test(start_paused = true)]
@@ -96,15 +94,7 @@ async fn a_failed_refresh_of_a_session_the_controller_no_longer_accepts_logs_in_
     let not_found = serde_json::json!({ "error": "server_error", "error_description": "identity not found" });
     fake.script("/oidc/oauth/token", [Reply::json(500, not_found), Reply::tokens("s2")]);
     fake.script("/edge/client/v1/current-identity", [Reply::status(401)]);
-    fake.script("/oidc/authorize", [Reply::redirect("/oidc/login/cert?authRequestID=ar1")]);
-    fake.script("/oidc/login/cert", [Reply::redirect("/oidc/callback?id=ar1")]);
-    fake.script("/oidc/callback", [Reply::redirect("http://localhost:8080/auth/callback?code=c1&state={state}")]);
-    let inner = context(&fake);
-    let old = inner.session().token.clone();
-    let refresher = tokio::spawn(keep_fresh(Arc::downgrade(&inner)));
-
-    refreshed(&inner, &old).await;
-    refresher.abort();
-    assert_eq!(fake.count(AUTHORIZE), 1, "{:?}", fake.seen());
-    assert_eq!(inner.session().api_session_id, "s2", "a new API session from a fresh login");
+    fake.script_cert_login();
+    let inner = refresh_until_renewed(&fake).await;
+    assert_logged_in_again(&fake, &inner);
 }
