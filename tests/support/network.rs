@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ziti_net_kit::EdgeRouter;
+
 /// Where the network's description is written, relative to the workspace root.
 pub const ENV_FILE: &str = "target/ziti-net/env";
 
@@ -289,55 +291,24 @@ impl ZitiNetwork {
     pub fn start_extra_router(&self, name: &str, within: Duration) -> ExtraRouter {
         use std::os::unix::process::CommandExt;
         let dir = self.home.join(name);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
-        let jwt = dir.join(format!("{name}.jwt"));
         let config = dir.join(format!("{name}.yaml"));
-        let ctrl_port = self.ctrl_url.rsplit(':').next().unwrap_or_default().to_owned();
+        let ctrl_port = self
+            .ctrl_url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in the controller URL {}", self.ctrl_url));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|probe| probe.local_addr())
-            .map(|addr| addr.port().to_string())
+            .map(|addr| addr.port())
             .unwrap_or_else(|err| panic!("a free port: {err}"));
-        let run = |command: &mut Command, what: &str| {
-            let out = command.output().unwrap_or_else(|err| panic!("{what}: {err}"));
-            assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-        };
         let _ = self.ziti().args(["edge", "delete", "edge-router", name]).output(); // a leftover
-        run(
-            self.ziti().args(["edge", "create", "edge-router", name, "-a", "public", "-o"]).arg(&jwt),
-            "ziti edge create edge-router",
-        );
-        run(
-            self.ziti()
-                .args([
-                    "create",
-                    "config",
-                    "router",
-                    "edge",
-                    "--routerName",
-                    name,
-                    "--tunnelerMode",
-                    "none",
-                    "--output",
-                ])
-                .arg(&config)
-                .env("ZITI_HOME", &dir)
-                .env("ZITI_CTRL_ADVERTISED_ADDRESS", "127.0.0.1")
-                .env("ZITI_CTRL_ADVERTISED_PORT", &ctrl_port)
-                .env("ZITI_ROUTER_ADVERTISED_ADDRESS", "127.0.0.1")
-                .env("ZITI_ROUTER_PORT", &port)
-                .env("ZITI_ROUTER_LISTENER_BIND_PORT", &port),
-            "ziti create config router",
-        );
-        // As ziti-up does: the template binds 0.0.0.0 with no variable to change it.
-        let text = std::fs::read_to_string(&config).unwrap_or_default();
-        std::fs::write(&config, text.replace("0.0.0.0:", "127.0.0.1:")).unwrap_or_else(|err| panic!("{err}"));
-        run(self.ziti().args(["router", "enroll"]).arg(&config).arg("--jwt").arg(&jwt), "ziti router enroll");
+        let spec = EdgeRouter { name, home: &dir, config: &config, ctrl_port, port };
+        spec.enroll(|| self.ziti()).unwrap_or_else(|err| panic!("enrolling {name}: {err}"));
         let log = std::fs::File::create(dir.join("router.log")).unwrap_or_else(|err| panic!("router log: {err}"));
-        let child = self
-            .ziti()
+        let child = spec
+            .run_command(self.ziti())
             .current_dir(&self.home)
-            .args(["router", "run"])
-            .arg(&config)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap_or_else(|err| panic!("router log: {err}")))
             .stderr(log)

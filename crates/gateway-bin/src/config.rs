@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::Env;
 use figment::value::Value;
 use serde::{Deserialize, Serialize};
+use service_kit::env::{InvalidValue, layered, parse_bool, parse_non_empty, parse_optional, parse_or, text};
 use thiserror::Error;
 use ziti_transport::ControllerPins;
 
@@ -71,11 +72,13 @@ pub enum ConfigError {
     Source(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
+impl From<InvalidValue> for ConfigError {
+    fn from(InvalidValue { variable, value, problem }: InvalidValue) -> Self {
+        Self::Invalid { variable, value, problem }
+    }
 }
+
+pub use service_kit::logging::LogFormat;
 
 /// TLS for the channel to ziti-management (files are read at start-up).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,11 +171,7 @@ impl Config {
 
     /// Defaults < `GATEWAY_CONFIG_FILE` (when set) < environment.
     pub fn figment() -> Figment {
-        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
-        if let Ok(file) = std::env::var(CONFIG_FILE_VARIABLE) {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment.merge(Env::raw().only(VARIABLES))
+        layered(Raw::default(), CONFIG_FILE_VARIABLE, Env::raw().only(VARIABLES))
     }
 
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
@@ -367,53 +366,6 @@ fn parse_controller_url(value: &str) -> Result<String, String> {
         .map_err(|_| "expected the controller's https:// URL, such as https://ctrl.example.com:1280".to_owned())
 }
 
-/// A scalar from any source as text: env values arrive parsed (`1` as a number).
-fn text(value: Option<Value>) -> Option<String> {
-    match value? {
-        Value::String(_, s) => Some(s),
-        Value::Char(_, c) => Some(c.to_string()),
-        Value::Bool(_, b) => Some(b.to_string()),
-        // Negative numbers too: dropping them would read `-1` as "unset".
-        Value::Num(_, n) => n
-            .to_u128()
-            .map(|n| n.to_string())
-            .or_else(|| n.to_i128().map(|n| n.to_string()))
-            .or_else(|| n.to_f64().map(|n| n.to_string())),
-        Value::Empty(_, _) => Some(String::new()),
-        Value::Dict(..) | Value::Array(..) => Some("<a table or list>".to_owned()),
-    }
-}
-
-fn parse_or<T>(
-    variable: &'static str,
-    value: Option<Value>,
-    default: T,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    Ok(parse_optional(variable, value, parse)?.unwrap_or(default))
-}
-
-fn parse_optional<T>(
-    variable: &'static str,
-    value: Option<Value>,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, ConfigError> {
-    match text(value) {
-        None => Ok(None),
-        Some(value) => {
-            parse(value.trim()).map(Some).map_err(|problem| ConfigError::Invalid { variable, value, problem })
-        }
-    }
-}
-
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err("expected true, false, 1 or 0".to_owned()),
-    }
-}
-
 fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|err| format!("expected a duration such as 90s or 2m ({err})"))
 }
@@ -431,10 +383,6 @@ fn parse_renewal_interval(value: &str) -> Result<Duration, String> {
         return Err(format!("must be below the lease TTL ({}) or the lease runs out between renewals", "5m"));
     }
     Ok(interval)
-}
-
-fn parse_non_empty(value: &str) -> Result<String, String> {
-    if value.is_empty() { Err("must not be empty".to_owned()) } else { Ok(value.to_owned()) }
 }
 
 fn parse_dir(value: &str) -> Result<PathBuf, String> {

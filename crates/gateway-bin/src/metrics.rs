@@ -30,9 +30,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-/// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RenewalLabels {
     result: &'static str,
@@ -202,7 +199,7 @@ impl Metrics {
         self.http_requests.get(&StatusLabels { status }).map_or(0, |counter| counter.get())
     }
 
-    /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
+    /// The OpenMetrics text exposition (see [`service_kit::admin::OPENMETRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail; a metric's encoder failing would be a bug in

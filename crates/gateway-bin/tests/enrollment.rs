@@ -337,15 +337,9 @@ async fn a_management_server_that_is_down_stops_the_start_clearly_and_leaves_not
     assert!(entries(identity_dir.path()).is_empty());
 }
 
-/// The error and its causes, as the binary prints them (`{:#}`).
+/// The error and its causes, as the binaries print them.
 fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
+    service_kit::causes::with_causes(err)
 }
 
 /// A self-signed CA certificate (PEM) named `name`.
@@ -393,12 +387,7 @@ async fn an_identity_that_does_not_match_the_pins_is_refused_and_its_lease_relea
     }
 
     let error = app::start(config, deps(&server.target(), &overlay)).await.expect_err("the identity must be refused");
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
+    let message = chain(&error);
     assert!(message.contains("does not match the pins") && message.contains(named), "{message}");
     assert!(!message.contains("secret-pinned-test") && !message.contains("BEGIN"), "key material shown: {message}");
     assert_eq!(server.issued(), ["lease-1"]);

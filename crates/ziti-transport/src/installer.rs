@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use domain::ports::{Accepted, BindingEnded, IdentityInstaller, ServiceListener};
 use domain::{IdentityId, InstallError, LeasedIdentity, ListenError};
+use service_kit::causes::with_causes;
 use tokio::sync::{mpsc, watch};
 
 use crate::binder::OverlayBinder;
@@ -68,14 +69,14 @@ impl IdentityInstaller for OverlayInstaller {
         // Shape first (its errors are the clearer), then the pins, before anything is
         // written or loaded.
         let bytes = identity.identity_json.as_bytes();
-        check_identity_json(bytes).map_err(|err| InstallError(describe(&err)))?;
+        check_identity_json(bytes).map_err(|err| InstallError(with_causes(&err)))?;
         self.pins
             .check_json(bytes)
             .map_err(|mismatch| InstallError(format!("the leased identity does not match the pins: {mismatch}")))?;
-        let staged = self.store.stage(&identity.identity_json).map_err(|err| InstallError(describe(&err)))?;
+        let staged = self.store.stage(&identity.identity_json).map_err(|err| InstallError(with_causes(&err)))?;
         // A staged file that fails to bind is dropped, and with it erased.
         let listener =
-            self.binder.bind(staged.path(), &self.service).await.map_err(|err| InstallError(describe(&err)))?;
+            self.binder.bind(staged.path(), &self.service).await.map_err(|err| InstallError(with_causes(&err)))?;
         let listener = Box::new(ReportingEnd { listener, id: identity.id.clone(), ended: self.ended.clone() });
         self.store.commit(staged, identity.id);
         self.updates
@@ -110,7 +111,7 @@ impl ServiceListener for ReportingEnd {
     async fn accept(&mut self) -> Result<Accepted, ListenError> {
         let accepted = self.listener.accept().await;
         if let Err(ListenError::Closed(err)) = &accepted {
-            let reason = describe(err.as_ref());
+            let reason = with_causes(err.as_ref());
             self.ended.send_replace(Some(BindingEnded { id: self.id.clone(), reason }));
         }
         accepted
@@ -121,39 +122,9 @@ impl ServiceListener for ReportingEnd {
     }
 }
 
-/// An error and its causes on one line, each said once: the root cause (say, a TLS
-/// certificate the controller's chain does not verify against) is what an operator
-/// needs, and it often sits several sources deep.
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text = format!("{text}: {said}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("TLS setup failed: {0}")]
-    struct Outer(#[from] Inner);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("error sending request")]
-    struct Inner(#[source] std::io::Error);
-
-    #[test]
-    fn describes_every_cause_once() {
-        let err = Outer(Inner(std::io::Error::other("invalid peer certificate: UnknownIssuer")));
-        assert_eq!(describe(&err), "TLS setup failed: error sending request: invalid peer certificate: UnknownIssuer");
-    }
 
     /// Binds listeners whose binding has ended for good.
     struct EndedBinder;

@@ -1,6 +1,5 @@
 //! The ziti-management client: the identity provider and resolver ports over gRPC.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -67,9 +66,10 @@ impl ManagementClient {
             let tls_config = client_tls_config(&material)
                 .map_err(|source| ClientError::TlsMaterial { target: target.clone(), source })?
                 .timeout(config.connect_timeout);
-            endpoint = endpoint
-                .tls_config(tls_config)
-                .map_err(|error| ClientError::Tls { target: target.clone(), reason: error_chain(&error) })?;
+            endpoint = endpoint.tls_config(tls_config).map_err(|error| ClientError::Tls {
+                target: target.clone(),
+                reason: service_kit::causes::with_causes(&error),
+            })?;
         }
         let inner = ZitiManagementServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(config.max_response_bytes);
@@ -214,15 +214,4 @@ impl IdentityResolver for ManagementClient {
         tracing::debug!(rpc = rpc.as_str(), caller_id = ?id, caller_name = ?name, %principal, "resolved a caller");
         Ok(Principal { name: principal, role_attributes: answer.role_attributes })
     }
-}
-
-/// An error and its causes on one line (tonic's transport error alone says little).
-fn error_chain(error: &tonic::transport::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text = format!("{text}: {inner}");
-        cause = inner.source();
-    }
-    text
 }

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::Serialized;
 use figment::value::Value;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
+use service_kit::env::{InvalidValue, layered, parse_bool, parse_non_empty, parse_optional, parse_or, text};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -58,6 +59,12 @@ pub enum ConfigError {
     PlaintextOnNetwork { addr: SocketAddr },
     #[error("configuration could not be read: {0}")]
     Source(String),
+}
+
+impl From<InvalidValue> for ConfigError {
+    fn from(InvalidValue { variable, value, problem }: InvalidValue) -> Self {
+        Self::Invalid { variable, value, problem }
+    }
 }
 
 /// The controller admin's password: zeroed on drop, never printed.
@@ -141,11 +148,7 @@ impl Config {
 
     /// Defaults < `ZITI_MGMT_CONFIG_FILE` (when set) < environment.
     pub fn figment() -> Figment {
-        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
-        if let Ok(file) = std::env::var(CONFIG_FILE_VARIABLE) {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment.merge(Serialized::defaults(environment()))
+        layered(Raw::default(), CONFIG_FILE_VARIABLE, Serialized::defaults(environment()))
     }
 
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
@@ -170,7 +173,7 @@ impl Raw {
         let config = Config {
             controller_url,
             controller_ca_pem: parse_optional("ZITI_MGMT_CONTROLLER_CA", self.ziti_mgmt_controller_ca, read_ca)?,
-            admin_user: parse_or("ZITI_MGMT_ADMIN_USER", self.ziti_mgmt_admin_user, "admin".into(), non_empty)?,
+            admin_user: parse_or("ZITI_MGMT_ADMIN_USER", self.ziti_mgmt_admin_user, "admin".into(), parse_non_empty)?,
             admin_password: password(self.ziti_mgmt_admin_password, self.ziti_mgmt_admin_password_file)?,
             lease_ttl: parse_or("ZITI_MGMT_LEASE_TTL", self.ziti_mgmt_lease_ttl, Duration::from_secs(300), positive)?,
             reaper_interval: parse_or(
@@ -231,40 +234,6 @@ fn grpc_tls(cert: Option<Value>, key: Option<Value>) -> Result<Option<GrpcTls>, 
     }
 }
 
-/// A scalar from any source as text (a TOML file may give numbers or booleans).
-fn text(value: Option<Value>) -> Option<String> {
-    match value? {
-        Value::String(_, s) => Some(s),
-        Value::Char(_, c) => Some(c.to_string()),
-        Value::Bool(_, b) => Some(b.to_string()),
-        Value::Num(_, n) => n.to_u128().map(|n| n.to_string()).or_else(|| n.to_f64().map(|n| n.to_string())),
-        Value::Empty(_, _) => Some(String::new()),
-        Value::Dict(..) | Value::Array(..) => Some("<a table or list>".to_owned()),
-    }
-}
-
-fn parse_or<T>(
-    variable: &'static str,
-    value: Option<Value>,
-    default: T,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    Ok(parse_optional(variable, value, parse)?.unwrap_or(default))
-}
-
-fn parse_optional<T>(
-    variable: &'static str,
-    value: Option<Value>,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, ConfigError> {
-    match text(value) {
-        None => Ok(None),
-        Some(value) => {
-            parse(value.trim()).map(Some).map_err(|problem| ConfigError::Invalid { variable, value, problem })
-        }
-    }
-}
-
 fn parse_url(value: &str) -> Result<Url, String> {
     let url = Url::parse(value).map_err(|err| format!("expected a URL such as https://127.0.0.1:1280 ({err})"))?;
     if url.scheme() != "https" || url.host_str().is_none() {
@@ -282,18 +251,6 @@ fn positive(value: &str) -> Result<Duration, String> {
         Ok(duration) => Ok(duration),
         Err(err) => Err(format!("expected a duration such as 30s or 5m ({err})")),
     }
-}
-
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err("expected true, false, 1 or 0".to_owned()),
-    }
-}
-
-fn non_empty(value: &str) -> Result<String, String> {
-    if value.is_empty() { Err("must not be empty".to_owned()) } else { Ok(value.to_owned()) }
 }
 
 /// A comma-separated list of role attributes (without `#`).

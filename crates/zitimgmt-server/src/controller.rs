@@ -60,7 +60,7 @@ impl ControllerError {
     fn unreachable(what: &'static str, err: reqwest::Error) -> Self {
         // Without the URL: an enrollment URL carries the one-time token.
         let source = err.without_url();
-        Self::Unreachable { what, detail: crate::causes::with_causes(&source), source }
+        Self::Unreachable { what, detail: service_kit::causes::with_causes(&source), source }
     }
 }
 

@@ -7,7 +7,6 @@
 
 pub mod admin;
 pub mod ca_bundle;
-mod causes;
 pub mod config;
 pub mod controller;
 pub mod enrollment;

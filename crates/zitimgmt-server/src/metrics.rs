@@ -18,9 +18,6 @@ use prometheus_client::registry::Registry;
 use tonic::Code;
 use zitimgmt_grpc::code_name;
 
-/// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
@@ -91,7 +88,7 @@ impl Metrics {
         self.leases_reaped.inc_by(count);
     }
 
-    /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
+    /// The OpenMetrics text exposition (see [`service_kit::admin::OPENMETRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

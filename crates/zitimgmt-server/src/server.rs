@@ -125,7 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 fn grpc_error(err: tonic::transport::Error) -> StartError {
-    StartError::Grpc(crate::causes::with_causes(&err))
+    StartError::Grpc(service_kit::causes::with_causes(&err))
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

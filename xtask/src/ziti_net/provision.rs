@@ -1,10 +1,10 @@
 //! Starting the network's processes and provisioning what the project expects of it.
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use ziti_net_kit::EdgeRouter;
 
 use super::cli::Cli;
 use super::layout::{ADMIN_USER, CLIENT_NAME, Layout, ROUTER_NAME, SERVICE_NAME};
@@ -41,34 +41,11 @@ pub fn start_controller(cli: &Cli, layout: &Layout, port: u16) -> Result<u32> {
 /// Creates, configures (on 127.0.0.1), enrolls and runs the edge router.
 pub fn start_router(cli: &Cli, layout: &Layout, ctrl_port: u16, port: u16) -> Result<u32> {
     crate::step(&format!("enrolling the edge router {ROUTER_NAME} on 127.0.0.1:{port}"));
-    let home = layout.router_home();
-    fs::create_dir_all(&home)?;
-    let jwt = home.join(format!("{ROUTER_NAME}.jwt"));
-    cli.run(&["edge", "create", "edge-router", ROUTER_NAME, "-a", "public", "-o", &jwt.to_string_lossy()])?;
-    let config = layout.router_config();
-    let output = cli
-        .command()
-        .args(["create", "config", "router", "edge", "--routerName", ROUTER_NAME, "--tunnelerMode", "none"])
-        .arg("--output")
-        .arg(&config)
-        .env("ZITI_HOME", &home)
-        .env("ZITI_CTRL_ADVERTISED_ADDRESS", "127.0.0.1")
-        .env("ZITI_CTRL_ADVERTISED_PORT", ctrl_port.to_string())
-        .env("ZITI_ROUTER_ADVERTISED_ADDRESS", "127.0.0.1")
-        .env("ZITI_ROUTER_PORT", port.to_string())
-        .env("ZITI_ROUTER_LISTENER_BIND_PORT", port.to_string())
-        .output()
-        .context("running ziti create config router")?;
-    if !output.status.success() {
-        anyhow::bail!("`ziti create config router edge` failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    // The router template binds its listeners to 0.0.0.0 with no variable to change it.
-    let text = fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-    fs::write(&config, text.replace("0.0.0.0:", "127.0.0.1:"))?;
-    cli.run(&["router", "enroll", &config.to_string_lossy(), "--jwt", &jwt.to_string_lossy()])?;
-
-    let mut command = cli.command();
-    command.current_dir(&layout.home).args(["router", "run"]).arg(&config);
+    let (home, config) = (layout.router_home(), layout.router_config());
+    let router = EdgeRouter { name: ROUTER_NAME, home: &home, config: &config, ctrl_port, port };
+    router.enroll(|| cli.command())?;
+    let mut command = router.run_command(cli.command());
+    command.current_dir(&layout.home);
     spawn_detached(command, &layout.log("router"))
 }
 
