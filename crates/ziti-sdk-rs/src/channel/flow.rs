@@ -72,10 +72,7 @@ impl FlowConn {
 
     /// Wall-clock milliseconds: round trips are measured against the router's stamps.
     fn now(&self) -> u64 {
-        // TEMPORARY: the old per-process monotonic clock, to show the test failing.
-        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let _ = (SystemTime::now(), UNIX_EPOCH);
-        EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
     }
 
     /// The dialer's first payload.

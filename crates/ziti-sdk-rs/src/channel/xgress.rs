@@ -81,6 +81,8 @@ const MAX_RETRANSMIT_MS: u32 = 10_000;
 const RETRANSMIT_SCALE: f64 = 1.5;
 /// Passes over the unacknowledged payloads are at least this far apart.
 const RETRANSMIT_PASS_MS: u64 = 64;
+/// A full peer whose reported level has not moved for this long has stopped reading.
+const STALLED_PEER_MS: u64 = 1_000;
 /// After this many resends the window shrinks by [`WINDOW_SHRINK`].
 const RETRANSMITS_BEFORE_SHRINK: u32 = 64;
 const WINDOW_SHRINK: f64 = 0.75;
@@ -295,6 +297,8 @@ pub(crate) struct Circuit {
     last_rtt: u16,
     retransmit_after: u32,
     last_retransmit_pass: u64,
+    /// When the peer's reported level last changed.
+    level_changed_at: u64,
 
     next_expected: i32,
     highest_seen: i32,
@@ -328,6 +332,7 @@ impl Circuit {
             last_rtt: 0,
             retransmit_after: INITIAL_RETRANSMIT_MS,
             last_retransmit_pass: 0,
+            level_changed_at: 0,
             next_expected: 0,
             highest_seen: -1,
             out_of_order: BTreeMap::new(),
@@ -485,6 +490,9 @@ impl Circuit {
                 }
             }
         }
+        if ack.receive_buffered != self.peer_buffered {
+            self.level_changed_at = now;
+        }
         self.peer_buffered = ack.receive_buffered;
         if ack.rtt != 0 {
             let mut rtt = (now as u16).wrapping_sub(ack.rtt);
@@ -500,7 +508,11 @@ impl Circuit {
         self.writable()
     }
 
-    /// Payloads not acknowledged in time, marked as resent, oldest first.
+    /// Payloads not acknowledged in time, marked as resent, oldest first. While the peer
+    /// reports a full buffer it drops whatever follows what it holds, so resending them
+    /// all would only load the router: once the peer's reported level has stood still for
+    /// [`STALLED_PEER_MS`] (its reader stopped), only the oldest is resent, as a probe.
+    /// A peer whose level moves is reading: everything due is resent, to refill it.
     pub(crate) fn retransmit(&mut self, now: u64) -> Outgoing {
         let mut out = Vec::new();
         if self.unacked.is_empty() || now.saturating_sub(self.last_retransmit_pass) <= RETRANSMIT_PASS_MS {
@@ -508,7 +520,13 @@ impl Circuit {
         }
         self.last_retransmit_pass = now;
         let after = u64::from(self.retransmit_after);
+        let peer_full = u64::from(self.peer_buffered) > u64::from(self.windows.send);
+        let stalled_peer = peer_full && now.saturating_sub(self.level_changed_at) >= STALLED_PEER_MS;
+        let limit = if stalled_peer { 1 } else { usize::MAX };
         for unacked in self.unacked.values_mut() {
+            if out.len() >= limit {
+                break;
+            }
             let Some(sent_at) = unacked.sent_at else { continue };
             if now.saturating_sub(sent_at) < after {
                 continue;

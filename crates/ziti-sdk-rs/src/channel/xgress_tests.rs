@@ -283,3 +283,21 @@ fn the_resend_timeout_follows_the_round_trip_the_acks_report() {
     assert!(dialer.retransmit(now + 80).is_empty(), "1.5 x 100 ms is not over yet");
     assert_eq!(dialer.retransmit(now + 150).len(), 1, "resent after 1.5 round trips");
 }
+
+#[test]
+fn a_peer_that_stopped_reading_gets_one_probe_per_pass_not_every_payload() {
+    let (mut dialer, mut host) = pair();
+    started(&mut dialer, &mut host);
+    for _ in 0..5 {
+        dialer.send(Bytes::from(vec![0u8; 1024]), false, 0);
+    }
+    let full = Ack { sequences: Vec::new(), flags: flag::ORIGINATOR, receive_buffered: u32::MAX, rtt: 0 };
+    dialer.on_ack(&full, 500);
+    assert_eq!(dialer.retransmit(1_000).len(), 5, "full, but maybe reading: everything due");
+    let probe = dialer.retransmit(1_500);
+    assert_eq!(probe.len(), 1, "a level that stood still for a second: one probe");
+    assert_eq!(payload(probe[0].clone()).sequence, 1, "the oldest");
+    let draining = Ack { receive_buffered: u32::MAX - 1, ..full.clone() };
+    dialer.on_ack(&draining, 1_600);
+    assert_eq!(dialer.retransmit(2_000).len(), 5, "the level moves again: everything due");
+}

@@ -21,9 +21,11 @@ const ECHO_SIZE: usize = 1024;
 const ECHO_PHASE: Duration = Duration::from_secs(5);
 /// A round that takes longer counts as failed (and ends that connection's phase).
 const ROUND_LIMIT: Duration = Duration::from_secs(60);
-/// What the stalled client must have been sent before the others are measured: enough
-/// to fill any receive buffer on its way.
-const STALL_AFTER: usize = 6 * 1024 * 1024;
+/// What the stalled client must have been sent before the others are measured: its
+/// receive buffer's worth (after which the host also has to stop sending).
+const STALL_AFTER: usize = 4 * 1024 * 1024;
+/// The host counts as held back once it has sent nothing more for this long.
+const HELD_BACK: Duration = Duration::from_millis(500);
 
 /// The bulk stream, made chunk by chunk so that neither side holds 64 MiB at once.
 fn bulk_chunk(index: usize) -> Vec<u8> {
@@ -187,8 +189,15 @@ async fn run(flow_control: bool) -> Report {
     let mut stalled = within("stalled dial", Duration::from_secs(30), client.dial(&service)).await.unwrap();
     assert_eq!(stalled.is_flow_controlled(), flow_control);
     stalled.write_all(b"B").await.unwrap();
-    within("the host to send the stalled client 6 MiB", Duration::from_secs(60), async {
-        while bulk_sent.load(Ordering::Relaxed) < STALL_AFTER {
+    within("the host to send the stalled client 4 MiB and be held back", Duration::from_secs(60), async {
+        let (mut last, mut since) = (0, Instant::now());
+        loop {
+            let sent = bulk_sent.load(Ordering::Relaxed);
+            if sent != last {
+                (last, since) = (sent, Instant::now());
+            } else if sent >= STALL_AFTER && since.elapsed() >= HELD_BACK {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -308,18 +317,20 @@ async fn a_go_flow_controlled_dialer_moves_bulk_data_to_a_rust_host_at_speed() {
         }
     });
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("proxy.log");
     let _proxy = tokio::process::Command::from(network.ziti())
         .args(["tunnel", "proxy", &format!("{}:{port}", network.service_name), "-i"])
         .arg(&network.client_identity)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let addr = format!("127.0.0.1:{port}");
     // The proxy listens once its router channel is up: echo one byte to know.
-    let mut conn = within("the proxy to echo", Duration::from_secs(60), async {
+    let ready = tokio::time::timeout(Duration::from_secs(120), async {
         loop {
             if let Ok(mut conn) = TcpStream::connect(&addr).await {
                 let mut byte = [0u8; 1];
@@ -335,6 +346,10 @@ async fn a_go_flow_controlled_dialer_moves_bulk_data_to_a_rust_host_at_speed() {
         }
     })
     .await;
+    let Ok(mut conn) = ready else {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("the proxy did not echo within 120 s; its log:\n{log}");
+    };
 
     let input = pattern(16 * 1024 * 1024, 16);
     let expected = Sha256::digest(&input);
