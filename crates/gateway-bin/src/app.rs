@@ -219,7 +219,9 @@ async fn start_overlay(
     let lease = enroller.enroll_at_start(overlay.enrollment_timeout, stop).await?;
     tracing::info!(lease = %lease.id, service = %overlay.service_name, "identity enrolled and service bound");
 
-    let keeper_stop = stop.child_token();
+    // Not a child of `stop`: the lease is ended only after the drain (see `supervise`),
+    // so requests in flight at SIGTERM finish on a live identity.
+    let keeper_stop = CancellationToken::new();
     let keeper = LeaseKeeper::new(provider, enroller, observer, policy);
     let keeper = tokio::spawn(keeper.run(lease, keeper_stop.clone()));
     Ok(Started { listen_addr: None, lease: Some(LeaseParts { store, keeper, keeper_stop }) })

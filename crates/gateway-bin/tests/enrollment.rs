@@ -79,6 +79,44 @@ async fn enrolls_stores_privately_renews_serves_and_cleans_up() {
     server.stop().await;
 }
 
+/// SIGTERM with a request in flight: the request finishes on a live identity, and only
+/// then is the lease released (drain first, then release).
+#[tokio::test]
+async fn the_lease_is_released_only_after_in_flight_requests_drain() {
+    let server = FakeManagement::start(Behaviour::default()).await.expect("server");
+    let identity_dir = tempfile::tempdir().expect("tempdir");
+    let overlay = TcpStandIn::default();
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("upstream");
+    let mut config = overlay_config(&server.target(), Duration::from_secs(60), identity_dir.path());
+    config.upstream_url = Some(format!("http://{}/", upstream.local_addr().expect("addr")).parse().expect("url"));
+    let gateway = app::start(config, deps(&server.target(), &overlay)).await.expect("gateway starts");
+    let binding = overlay.last().expect("bound");
+
+    let client = tokio::spawn(get(binding.addr, "/slow"));
+    let (mut held, _) = upstream.accept().await.expect("the request reaches the upstream");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        held.read_exact(&mut byte).await.expect("request head");
+        head.push(byte[0]);
+    }
+    let shutdown = tokio::spawn(gateway.shutdown());
+    // Hold the answer a while, watching for a release that would come too early.
+    let window = Instant::now() + Duration::from_secs(1);
+    let mut released_while_in_flight = false;
+    while Instant::now() < window && !released_while_in_flight {
+        released_while_in_flight = !server.releases().is_empty();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.expect("answer");
+    let (status, body) = client.await.expect("client task").expect("response");
+    assert!(!released_while_in_flight, "the lease was released while a request was still in flight");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    shutdown.await.expect("shutdown task").expect("clean shutdown");
+    assert_eq!(server.releases(), ["lease-1"], "released after the drain");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_lost_lease_is_replaced_and_the_service_bound_again_without_restart() {
     let server = FakeManagement::start(Behaviour::default()).await.expect("server");
