@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
@@ -52,6 +52,9 @@ struct State {
     live: HashSet<String>,
     extensions: Vec<(String, Instant)>,
     releases: Vec<String>,
+    /// Extensions and releases in the order they arrived, as (`"extend"` or
+    /// `"release"`, lease id).
+    renewals_and_releases: Vec<(&'static str, String)>,
     resolves: usize,
 }
 
@@ -59,6 +62,8 @@ struct State {
 struct Service {
     behaviour: Behaviour,
     state: Arc<Mutex<State>>,
+    /// How many `ExtendIdentityLease` calls have arrived, for tests to wait on.
+    extended: Arc<watch::Sender<usize>>,
 }
 
 impl Service {
@@ -128,6 +133,8 @@ impl ZitiManagementService for Service {
         let id = request.into_inner().ziti_identity_id;
         let mut state = self.state();
         state.extensions.push((id.clone(), Instant::now()));
+        state.renewals_and_releases.push(("extend", id.clone()));
+        self.extended.send_replace(state.extensions.len());
         if !state.live.contains(&id) {
             return Err(Status::not_found(format!("no lease {id}")));
         }
@@ -145,6 +152,7 @@ impl ZitiManagementService for Service {
         let id = request.into_inner().ziti_identity_id;
         let mut state = self.state();
         state.releases.push(id.clone());
+        state.renewals_and_releases.push(("release", id.clone()));
         if state.live.remove(&id) {
             Ok(Response::new(ReleaseServiceIdentityResponse {}))
         } else {
@@ -166,7 +174,7 @@ impl FakeManagement {
     pub async fn start(behaviour: Behaviour) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let service = Service { behaviour, state: Arc::default() };
+        let service = Service { behaviour, state: Arc::default(), extended: Arc::new(watch::Sender::new(0)) };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .add_service(ZitiManagementServiceServer::new(service.clone()))
@@ -198,6 +206,21 @@ impl FakeManagement {
     /// Every `ExtendIdentityLease` received, with when.
     pub fn extensions(&self) -> Vec<(String, Instant)> {
         self.service.state().extensions.clone()
+    }
+
+    /// Waits until at least `count` `ExtendIdentityLease` calls have arrived, or `within`
+    /// has passed; returns every one received by then, with when.
+    pub async fn wait_for_extensions(&self, count: usize, within: Duration) -> Vec<(String, Instant)> {
+        let mut extended = self.service.extended.subscribe();
+        // A timeout only means fewer arrived: the caller asserts on what it got.
+        let _ = tokio::time::timeout(within, extended.wait_for(|&seen| seen >= count)).await;
+        self.extensions()
+    }
+
+    /// `ExtendIdentityLease` and `ReleaseServiceIdentity` calls in the order they
+    /// arrived: (`"extend"` or `"release"`, lease id).
+    pub fn renewals_and_releases(&self) -> Vec<(&'static str, String)> {
+        self.service.state().renewals_and_releases.clone()
     }
 
     /// Lease ids whose release was asked for.

@@ -1,8 +1,10 @@
 //! `cargo xtask bench [--quick] [--reps N] [--no-gateway]`: the Rust SDK's echo host
-//! against the Go SDK's (`ziti demo echo-server`) on one overlay service, both driven by
-//! the same client (one Go `ziti tunnel proxy` fed by the plain-TCP load driver of
-//! [`load`]), with a Rust TCP echo server as the limit line; then the gateway over the
-//! overlay against the gateway on plain TCP. Writes BENCHMARKS.md's results section and
+//! against the Go tunneler hosting the same service in front of a plain TCP echo (`ziti
+//! tunnel host`) and the Go SDK's demo (`ziti demo echo-server`), driven by the same clients
+//! (the Go `ziti tunnel proxy` and a Rust dialer, each fed by the plain-TCP load driver of
+//! [`load`]), with a Rust TCP echo server as the limit line and the cost of end-to-end
+//! encryption alone as the CPU floor; then the gateway hosting its service, behind `ziti
+//! tunnel host`, and on plain TCP. Writes BENCHMARKS.md's results section and
 //! docs/benchmarks.svg. See BENCHMARKS.md for the method.
 
 mod chart;
@@ -38,6 +40,8 @@ pub struct Sizes {
     pub http_conns: usize,
     pub http_per_conn: usize,
     pub gateway: bool,
+    /// MiB sealed and opened to measure the CPU floor of end-to-end encryption.
+    pub crypto_mib: usize,
 }
 
 impl Sizes {
@@ -55,6 +59,7 @@ impl Sizes {
             http_conns: 8,
             http_per_conn: 500,
             gateway: true,
+            crypto_mib: 1024,
         }
     }
 
@@ -72,6 +77,7 @@ impl Sizes {
             http_conns: 4,
             http_per_conn: 100,
             gateway: true,
+            crypto_mib: 256,
         }
     }
 }
@@ -139,16 +145,24 @@ pub fn run(root: &Path, args: &[&str]) -> Result<()> {
     let provisioned = provision::ensure(&cli, &dir)?;
     let bench = Bench { root: root.to_owned(), dir, ziti, cli, sizes, started };
 
-    let proxy_port = process::free_port()?;
-    let proxy = start_proxy(&bench, provision::ECHO_SERVICE, proxy_port, &provisioned.client_identity)?;
+    bench.say("crypto floor: seal + open with the SDK's secretstream");
+    let floor = echo::crypto_floor(&bench)?;
+    bench.say(&format!("  {floor:.2} CPU s per GiB"));
+
+    let go_proxy = format!("127.0.0.1:{}", process::free_port()?);
+    let proxy = start_proxy(&bench, provision::ECHO_SERVICE, &go_proxy, &provisioned.client_identity)?;
+    let rust_dial = format!("127.0.0.1:{}", process::free_port()?);
+    let dialer = start_rust_dialer(&bench, provision::ECHO_SERVICE, &rust_dial, &provisioned.client_identity)?;
     let mut samples = Samples::default();
-    let echo_result = echo::measure(&bench, &provisioned, &format!("127.0.0.1:{proxy_port}"), &mut samples);
+    let clients = echo::Clients { go_proxy: &go_proxy, rust_dial: &rust_dial };
+    let echo_result = echo::measure(&bench, &provisioned, clients, &mut samples);
     proxy.stop(std::time::Duration::from_secs(5));
+    dialer.stop(std::time::Duration::from_secs(5));
     echo_result?;
 
     // A gateway that cannot start must not cost the echo results already measured.
     let gateway = if bench.sizes.gateway {
-        gateway::measure(&bench, &env, &provisioned.client_identity)
+        gateway::measure(&bench, &env, &provisioned.client_identity, &provisioned.host_identity)
             .inspect_err(|err| bench.say(&format!("gateway end to end NOT measured: {err:#}")))
             .ok()
     } else {
@@ -156,16 +170,25 @@ pub fn run(root: &Path, args: &[&str]) -> Result<()> {
     };
     bench.say("writing BENCHMARKS.md and docs/benchmarks.svg");
     chart::draw(&root.join("docs/benchmarks.svg"), &samples, gateway.as_ref(), &bench.sizes)?;
-    report::write(&bench, &command, &samples, gateway.as_ref())?;
+    report::write(&bench, &command, &samples, floor, gateway.as_ref())?;
     bench.say("done");
     Ok(())
 }
 
-/// `ziti tunnel proxy SERVICE:PORT`: the Go SDK client every overlay measure goes through.
-pub fn start_proxy(bench: &Bench, service: &str, port: u16, identity: &Path) -> Result<Running> {
+/// `ziti tunnel proxy SERVICE:PORT`: the Go SDK client (it listens on every interface; the
+/// load uses `addr`, on loopback).
+pub fn start_proxy(bench: &Bench, service: &str, addr: &str, identity: &Path) -> Result<Running> {
+    let port = addr.rsplit_once(':').map_or(addr, |(_, port)| port);
     let mut command = bench.cli.command();
     command.args(["tunnel", "proxy", &format!("{service}:{port}"), "-i"]).arg(identity);
     Running::spawn(&format!("proxy-{service}"), command, &bench.dir)
+}
+
+/// `bench_echo proxy`: the Rust client, one `ZitiContext::dial` per TCP connection to `addr`.
+fn start_rust_dialer(bench: &Bench, service: &str, addr: &str, identity: &Path) -> Result<Running> {
+    let mut command = std::process::Command::new(crate::target_dir(&bench.root).join("release/examples/bench_echo"));
+    command.arg("proxy").arg(identity).args([service, addr]).env("RUST_LOG", "warn");
+    Running::spawn(&format!("rust-dialer-{service}"), command, &bench.dir)
 }
 
 /// Whether a network answers now. Checked here rather than left to `ziti-up`, which

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
-use crate::error::{InstallError, ProviderError};
+use crate::error::{AttemptFailure, InstallError, ProviderError};
 use crate::identity::{IdentityId, ServiceType};
 use crate::ports::{BindingEnded, IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver};
 
@@ -22,16 +22,26 @@ pub struct Lease {
     pub expires_at: Option<Instant>,
 }
 
-/// Why no identity could be obtained.
+/// Why no identity could be obtained. Causes are sources, shown by whoever prints the
+/// chain (not repeated here).
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum EnrollError {
-    #[error("no identity after {attempts} attempts in {waited:?}; last error: {last}")]
-    TimedOut { attempts: u32, waited: Duration, last: ProviderError },
+    /// The provider stayed unavailable until the start-up deadline.
+    #[error("no identity after {attempts} attempts in {waited:?}; last error")]
+    TimedOut {
+        attempts: u32,
+        waited: Duration,
+        #[source]
+        last: ProviderError,
+    },
+    /// The provider refused in a way retrying cannot fix.
     #[error(transparent)]
     Refused(ProviderError),
-    // The cause is the source, shown by whoever prints the chain (not repeated here).
+    /// The leased identity could not be put to use; its lease was given back.
     #[error("identity {id} was leased but could not be used (lease released)")]
     Install { id: IdentityId, source: InstallError },
+    /// Enrollment was cancelled (shutdown).
     #[error("enrollment cancelled")]
     Cancelled,
 }
@@ -73,7 +83,7 @@ impl Enroller {
         loop {
             match self.attempt(cancel).await? {
                 Ok(lease) => return Ok(lease),
-                Err(AttemptError::Provider(ProviderError::Transient(reason))) => {
+                Err(AttemptError::Provider(error @ ProviderError::Transient(_))) => {
                     // The last wait is cut short so that one attempt comes at the
                     // deadline, rather than giving up as soon as a full backoff step
                     // would pass it (at 15 s of 30 s with the default backoff).
@@ -83,10 +93,11 @@ impl Enroller {
                         return Err(EnrollError::TimedOut {
                             attempts: retry.failures(),
                             waited: started.elapsed(),
-                            last: ProviderError::Transient(reason),
+                            last: error,
                         });
                     }
-                    self.observer.observe(&LeaseEvent::EnrollmentFailed { error: reason, retry_in });
+                    let error = Arc::new(AttemptFailure::Provider(error));
+                    self.observer.observe(&LeaseEvent::EnrollmentFailed { error, retry_in });
                     sleep_or_cancel(retry_in, cancel).await?;
                 }
                 Err(AttemptError::Provider(refused)) => return Err(EnrollError::Refused(refused)),
@@ -102,13 +113,14 @@ impl Enroller {
         loop {
             let error = match self.attempt(cancel).await? {
                 Ok(lease) => return Ok(lease),
-                Err(AttemptError::Provider(ProviderError::Transient(reason))) => reason,
+                Err(AttemptError::Provider(error @ ProviderError::Transient(_))) => AttemptFailure::Provider(error),
                 // A lease that vanishes before we used it, or an identity the overlay
                 // rejects, may be a passing server fault: try again, slowly.
-                Err(AttemptError::Provider(ProviderError::LeaseGone(reason))) => reason,
-                Err(AttemptError::Install { source, .. }) => source.to_string(),
+                Err(AttemptError::Provider(error @ ProviderError::LeaseGone(_))) => AttemptFailure::Provider(error),
+                Err(AttemptError::Install { source, .. }) => AttemptFailure::Install(source),
                 Err(AttemptError::Provider(refused)) => return Err(EnrollError::Refused(refused)),
             };
+            let error = Arc::new(error);
             let retry_in = retry.next_delay();
             self.observer.observe(&LeaseEvent::EnrollmentFailed { error, retry_in });
             sleep_or_cancel(retry_in, cancel).await?;
@@ -147,7 +159,8 @@ impl Enroller {
         if let Err(source) = self.installer.install(identity).instrument(self.span()).await {
             // Nothing lost: a lease we cannot use goes back at once.
             if let Err(error) = self.provider.release(&id).await {
-                tracing::warn!(lease = %id, %error, "could not release an unusable lease; it will expire");
+                let error: &(dyn std::error::Error + 'static) = &error;
+                tracing::warn!(lease = %id, error, "could not release an unusable lease; it will expire");
             }
             return Ok(Err(AttemptError::Install { id, source }));
         }

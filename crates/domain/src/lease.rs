@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::enrollment::{EnrollError, Enroller, Lease};
 use crate::error::ProviderError;
 use crate::identity::IdentityId;
-use crate::ports::{BindingEnded, IdentityProvider, LeaseEvent, LeaseObserver};
+use crate::ports::{BindingEnded, IdentityProvider, LeaseEvent, LeaseObserver, LossReason};
 
 /// The shortest wait between attempts, so a lease about to expire is not hammered.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -123,7 +123,7 @@ impl LeaseKeeper {
                 () = tokio::time::sleep(wait) => {}
             }
             if lease.expires_at.is_some_and(|at| Instant::now() >= at) {
-                lease = match self.replace_lost(lease, "it expired before it could be renewed", &cancel).await {
+                lease = match self.replace_lost(lease, LossReason::Expired, &cancel).await {
                     Ok(new_lease) => new_lease,
                     Err(stopped) => return stopped,
                 };
@@ -143,16 +143,17 @@ impl LeaseKeeper {
                     self.observer.observe(&LeaseEvent::Renewed { id: lease.id.clone(), expires_in });
                     wait = self.policy.renewal_wait(expires_in);
                 }
-                Err(ProviderError::Transient(reason)) => {
+                Err(error @ ProviderError::Transient(_)) => {
                     wait = LeasePolicy::retry_wait(retry.next_delay(), left(&lease));
                     self.observer.observe(&LeaseEvent::RenewalFailed {
                         id: lease.id.clone(),
-                        error: ProviderError::Transient(reason),
+                        error: Arc::new(error),
                         retry_in: wait,
                     });
                 }
-                Err(ProviderError::LeaseGone(reason)) => {
-                    lease = match self.replace_lost(lease, &reason, &cancel).await {
+                Err(error @ ProviderError::LeaseGone(_)) => {
+                    let reason = LossReason::Gone(Arc::new(error));
+                    lease = match self.replace_lost(lease, reason, &cancel).await {
                         Ok(new_lease) => new_lease,
                         Err(stopped) => return stopped,
                     };
@@ -166,10 +167,15 @@ impl LeaseKeeper {
         }
     }
 
-    async fn replace_lost(&self, lost: Lease, reason: &str, cancel: &CancellationToken) -> Result<Lease, Stopped> {
+    async fn replace_lost(
+        &self,
+        lost: Lease,
+        reason: LossReason,
+        cancel: &CancellationToken,
+    ) -> Result<Lease, Stopped> {
         // Its identity is worthless now: unbind and erase it before looking for another.
         self.enroller.retire(&lost.id).await;
-        self.observer.observe(&LeaseEvent::Lost { id: lost.id, reason: reason.to_owned() });
+        self.observer.observe(&LeaseEvent::Lost { id: lost.id, reason });
         self.reenroll(cancel).await
     }
 
@@ -183,7 +189,7 @@ impl LeaseKeeper {
         cancel: &CancellationToken,
     ) -> Result<Lease, Stopped> {
         self.finish(&useless).instrument(lease_span(&useless)).await;
-        self.observer.observe(&LeaseEvent::Lost { id: useless.id, reason: format!("its binding ended: {reason}") });
+        self.observer.observe(&LeaseEvent::Lost { id: useless.id, reason: LossReason::BindingEnded(reason) });
         self.reenroll(cancel).await
     }
 
@@ -206,7 +212,10 @@ impl LeaseKeeper {
         self.enroller.retire(&lease.id).await;
         match tokio::time::timeout(self.policy.release_timeout, self.provider.release(&lease.id)).await {
             Ok(Ok(())) => tracing::info!(lease = %lease.id, "lease released"),
-            Ok(Err(error)) => tracing::warn!(lease = %lease.id, %error, "could not release the lease; it will expire"),
+            Ok(Err(error)) => {
+                let error: &(dyn std::error::Error + 'static) = &error;
+                tracing::warn!(lease = %lease.id, error, "could not release the lease; it will expire");
+            }
             Err(_) => tracing::warn!(lease = %lease.id, "releasing the lease timed out; it will expire"),
         }
     }

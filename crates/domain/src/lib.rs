@@ -18,5 +18,5 @@ pub mod resolution;
 mod test_support;
 
 pub use caller::{Admission, Caller, CallerIdentity, Principal, Refusal, Transport, UnverifiedCallers};
-pub use error::{InstallError, ListenError, ProviderError, ResolveError};
+pub use error::{AttemptFailure, Cause, InstallError, ListenError, ProviderError, ResolveError};
 pub use identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};

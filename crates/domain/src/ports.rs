@@ -1,5 +1,6 @@
 //! The ports: what the policy needs from the world, implemented by adapter crates.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::caller::{Caller, CallerIdentity, Principal};
-use crate::error::{InstallError, ListenError, ProviderError, ResolveError};
+use crate::error::{AttemptFailure, InstallError, ListenError, ProviderError, ResolveError};
 use crate::identity::{IdentityId, LeasedIdentity, ServiceType};
 
 /// Hands out leased identities and keeps their leases (ziti-management).
@@ -61,11 +62,26 @@ pub enum LeaseEvent {
     /// The lease was extended.
     Renewed { id: IdentityId, expires_in: Option<Duration> },
     /// An extension failed; the next attempt comes after `retry_in`.
-    RenewalFailed { id: IdentityId, error: ProviderError, retry_in: Duration },
+    RenewalFailed { id: IdentityId, error: Arc<ProviderError>, retry_in: Duration },
     /// The lease is gone; no valid identity is held until the next `Enrolled`.
-    Lost { id: IdentityId, reason: String },
+    Lost { id: IdentityId, reason: LossReason },
     /// An enrollment attempt failed; the next one comes after `retry_in`.
-    EnrollmentFailed { error: String, retry_in: Duration },
+    EnrollmentFailed { error: Arc<AttemptFailure>, retry_in: Duration },
+}
+
+/// Why a lease was lost. Errors are shared (`Arc`) so that events can be cloned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// The provider says the lease no longer exists.
+    #[error(transparent)]
+    Gone(Arc<ProviderError>),
+    /// It ran out before it could be renewed.
+    #[error("it expired before it could be renewed")]
+    Expired,
+    /// The identity's binding ended for good (the overlay gave up on it).
+    #[error("its binding ended: {0}")]
+    BindingEnded(String),
 }
 
 /// Receives lease events. Must not block: it is called from the lease keeper.

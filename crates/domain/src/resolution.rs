@@ -163,7 +163,7 @@ mod tests {
     }
 
     fn unavailable() -> ResolveError {
-        ResolveError::Unavailable("deadline exceeded".to_owned())
+        ResolveError::Unavailable(Arc::new(std::io::Error::other("deadline exceeded")))
     }
 
     type Answer = Result<Principal, ResolveError>;

@@ -38,7 +38,7 @@ pub(crate) fn leased(id: &str, expires_in: Option<Duration>) -> LeasedIdentity {
 }
 
 pub(crate) fn transient() -> ProviderError {
-    ProviderError::Transient("unavailable".to_owned())
+    ProviderError::Transient("unavailable".into())
 }
 
 /// A call made to a port.
@@ -160,6 +160,18 @@ impl LeaseObserver for Timeline {
 
 type ExtendAnswer = Result<Option<Duration>, ProviderError>;
 
+/// The same scripted answer once more: errors cannot be cloned (their sources are
+/// boxed), so an equal one (same kind, same message) is made.
+fn again<T: Clone>(answer: &Result<T, ProviderError>) -> Result<T, ProviderError> {
+    let cause = |source: &crate::error::Cause| -> crate::error::Cause { source.to_string().into() };
+    match answer {
+        Ok(value) => Ok(value.clone()),
+        Err(ProviderError::Transient(source)) => Err(ProviderError::Transient(cause(source))),
+        Err(ProviderError::LeaseGone(source)) => Err(ProviderError::LeaseGone(cause(source))),
+        Err(ProviderError::Fatal(source)) => Err(ProviderError::Fatal(cause(source))),
+    }
+}
+
 /// Builds a [`MockIdentityProvider`] whose calls go to a [`Timeline`]. A method left
 /// unconfigured panics when called, so "never called" needs no extra expectation.
 /// `release` answers `Ok` unless configured otherwise.
@@ -191,7 +203,7 @@ impl ProviderMock {
     pub(crate) fn extend_script(self, script: Vec<ExtendAnswer>, then: ExtendAnswer) -> Self {
         let script = Mutex::new(VecDeque::from(script));
         self.extend_with(move |_, _| {
-            script.lock().unwrap_or_else(PoisonError::into_inner).pop_front().unwrap_or_else(|| then.clone())
+            script.lock().unwrap_or_else(PoisonError::into_inner).pop_front().unwrap_or_else(|| again(&then))
         })
     }
 
@@ -216,7 +228,7 @@ impl ProviderMock {
         let timeline = self.timeline.clone();
         self.mock.expect_release().returning(move |id| {
             timeline.record(Call::Release(id.as_str().to_owned()));
-            answer.clone()
+            again(&answer)
         });
         self.release_configured = true;
         self
@@ -289,7 +301,7 @@ pub(crate) fn installer_ending(
         let id = identity.id.as_str().to_owned();
         timeline.record(Call::Install(id.clone()));
         assert!(!identity.identity_json.is_empty(), "the installer got no identity JSON");
-        if reject.contains(&id) { Err(InstallError(format!("{id} would not load"))) } else { Ok(()) }
+        if reject.contains(&id) { Err(InstallError::Unusable(format!("{id} would not load").into())) } else { Ok(()) }
     });
     Arc::new(mock)
 }

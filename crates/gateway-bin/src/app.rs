@@ -34,7 +34,7 @@ const RESOLVE_CACHE_CAPACITY: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum AppError {
-    #[error("cannot listen for admin requests on {addr}: {source}")]
+    #[error("cannot listen for admin requests on {addr}")]
     AdminListen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Listen(#[from] TcpBindError),
@@ -42,8 +42,8 @@ pub enum AppError {
     IdentityFile(#[from] IdentityFileError),
     #[error("enrollment with ziti-management failed")]
     Enrollment(#[from] EnrollError),
-    #[error("ziti-management refused to keep the lease, stopping: {0}")]
-    LeaseRefused(domain::ProviderError),
+    #[error("ziti-management refused to keep the lease, stopping")]
+    LeaseRefused(#[source] domain::ProviderError),
     #[error("the overlay is on but no ziti-management client was given")]
     NoProvider,
     #[error("the gateway task failed: {0}")]
@@ -272,7 +272,7 @@ async fn supervise(parts: SupervisedParts) -> Result<(), AppError> {
     store.clear();
     if let Ok(store) = Arc::try_unwrap(store) {
         if let Err(err) = store.remove() {
-            tracing::warn!(%err, "could not remove the identity directory");
+            tracing::warn!(err = service_kit::causes::with_causes(&err), "could not remove the identity directory");
         }
     }
     stop.cancel();

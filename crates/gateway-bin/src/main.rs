@@ -29,8 +29,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("gateway: {err:#}");
+            // The one place the whole chain is printed, each cause once.
+            let message = service_kit::causes::with_causes(err.as_ref());
+            tracing::error!("{message}");
+            eprintln!("gateway: {message}");
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use domain::ports::{LeaseEvent, LeaseObserver};
+use service_kit::causes::with_causes;
 
 use crate::metrics::Metrics;
 
@@ -121,16 +122,16 @@ impl LeaseObserver for LeaseTracker {
             LeaseEvent::RenewalFailed { id, error, retry_in } => {
                 // The lease may still be valid: readiness changes only when it is lost.
                 self.metrics.record_renewal_failed();
-                tracing::warn!(lease = %id, %error, retry_in = ?retry_in, "lease renewal failed; retrying");
+                tracing::warn!(lease = %id, error = with_causes(error.as_ref()), retry_in = ?retry_in, "lease renewal failed; retrying");
             }
             LeaseEvent::Lost { id, reason } => {
                 self.readiness.set_lease_held(false);
                 self.metrics.record_lease_lost();
-                tracing::warn!(lease = %id, %reason, "lease lost; not ready until enrolled again");
+                tracing::warn!(lease = %id, reason = with_causes(reason), "lease lost; not ready until enrolled again");
             }
             LeaseEvent::EnrollmentFailed { error, retry_in } => {
                 self.metrics.record_enrollment_failure();
-                tracing::warn!(%error, retry_in = ?retry_in, "enrollment failed; retrying");
+                tracing::warn!(error = with_causes(error.as_ref()), retry_in = ?retry_in, "enrollment failed; retrying");
             }
         }
     }
@@ -142,6 +143,7 @@ mod tests {
 
     use std::time::Duration;
 
+    use domain::ports::LossReason;
     use domain::{IdentityId, ProviderError};
 
     use super::*;
@@ -175,7 +177,7 @@ mod tests {
 
         tracker.observe(&LeaseEvent::RenewalFailed {
             id: id.clone(),
-            error: ProviderError::Transient("down".into()),
+            error: Arc::new(ProviderError::Transient("down".into())),
             retry_in: Duration::from_secs(1),
         });
         assert!(readiness.is_ready(), "a failed renewal does not lose the lease yet");
@@ -184,12 +186,15 @@ mod tests {
         tracker.observe(&LeaseEvent::Renewed { id: id.clone(), expires_in: None });
         assert_eq!(metrics.lease_renewals_total(true), 1);
 
-        tracker.observe(&LeaseEvent::Lost { id, reason: "expired".into() });
+        tracker.observe(&LeaseEvent::Lost { id, reason: LossReason::Expired });
         assert!(!readiness.is_ready());
         assert!(!metrics.identity_held());
         assert_eq!(metrics.lease_lost_total(), 1);
 
-        tracker.observe(&LeaseEvent::EnrollmentFailed { error: "down".into(), retry_in: Duration::from_secs(2) });
+        tracker.observe(&LeaseEvent::EnrollmentFailed {
+            error: Arc::new(ProviderError::Transient("down".into()).into()),
+            retry_in: Duration::from_secs(2),
+        });
         tracker.observe(&LeaseEvent::Enrolled { id: IdentityId::new("def"), expires_in: None });
         assert!(readiness.is_ready());
         assert_eq!(metrics.enrollments_total(), 2);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use domain::IdentityId;
-use domain::ports::{LeaseEvent, LeaseObserver};
+use domain::ports::{LeaseEvent, LeaseObserver, LossReason};
 use domain::{Caller, Transport};
 use gateway_bin::admin::serve_admin;
 use gateway_bin::http::{HttpService, ProxySettings, RequestContext, serve_connection};
@@ -89,7 +89,7 @@ async fn readyz_names_the_failing_condition_until_serving_with_a_lease() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "ready");
 
-    tracker.observe(&LeaseEvent::Lost { id: lease, reason: "expired".to_owned() });
+    tracker.observe(&LeaseEvent::Lost { id: lease, reason: LossReason::Expired });
     let (status, _, body) = get(admin.addr, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("no overlay identity lease held"), "{body}");

@@ -36,6 +36,8 @@ fn free_port() -> u16 {
 struct Gateway {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Collects the log until the gateway closes its stderr (when it exits).
+    log_reader: Option<std::thread::JoinHandle<()>>,
     admin: String,
     identity_dir: tempfile::TempDir,
 }
@@ -67,16 +69,26 @@ impl Gateway {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let lines = log.clone();
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 lines.lock().unwrap_or_else(PoisonError::into_inner).push(line);
             }
         });
-        Self { child, log, admin, identity_dir }
+        Self { child, log, log_reader: Some(log_reader), admin, identity_dir }
     }
 
     fn log(&self) -> String {
         self.log.lock().unwrap_or_else(PoisonError::into_inner).join("\n")
+    }
+
+    /// Lease renewals that got through so far, from its `/metrics`.
+    fn renewals_ok(&self) -> u64 {
+        let (_, metrics) = support::blocking_get(&self.admin, "/metrics").unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("gateway_lease_renewals_total{result=\"ok\"} "))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no renewal count in /metrics:\n{metrics}"))
     }
 
     /// The leases it enrolled, in order (from its log: ids only, never secrets).
@@ -328,7 +340,10 @@ fn run_to_exit(mut gateway: Gateway, within: Duration) -> (std::process::ExitSta
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = gateway.child.try_wait().unwrap() {
-            std::thread::sleep(Duration::from_millis(100)); // the last log lines
+            // Its last log lines: read to the end of its stderr.
+            if let Some(reader) = gateway.log_reader.take() {
+                reader.join().ok();
+            }
             assert!(entries(gateway.identity_dir.path()).is_empty(), "identity files left behind");
             return (status, gateway.log());
         }
@@ -507,12 +522,17 @@ fn ziti_management_unreachable_for_less_than_the_ttl_does_not_interrupt_service(
         served += 1;
         std::thread::sleep(Duration::from_millis(250));
     }
+    let renewed_before_the_end = gateway.renewals_ok();
     relay.set_cut(false);
     assert!(gateway.log().contains("lease renewal failed"), "the outage was not noticed:\n{}", gateway.log());
 
     // Renewals get through again, on the same lease.
     let failures = gateway.log().matches("lease renewal failed").count();
-    std::thread::sleep(Duration::from_secs(6));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway.renewals_ok() <= renewed_before_the_end {
+        assert!(Instant::now() < deadline, "no renewal got through after the outage:\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     proxy.get_ok("/after", Duration::from_secs(5));
     assert_eq!(gateway.leases().len(), 1, "the lease was replaced:\n{}", gateway.log());
     assert!(!gateway.log().contains("lease lost"), "{}", gateway.log());

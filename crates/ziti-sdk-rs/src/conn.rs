@@ -113,6 +113,7 @@ impl ZitiConn {
         }
     }
 
+    /// The name of the service this connection belongs to.
     pub fn service(&self) -> &str {
         &self.service
     }

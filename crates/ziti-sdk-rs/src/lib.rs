@@ -14,13 +14,15 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod accept;
 mod backoff;
 mod bind;
-pub mod channel;
+mod channel;
 mod conn;
 mod context;
-pub mod controller;
+mod controller;
 mod crypto;
 mod dial;
 mod edge;
@@ -34,6 +36,7 @@ mod tls;
 
 pub use conn::ZitiConn;
 pub use context::{ContextOptions, ZitiContext};
+pub use controller::{Service, SessionType};
 pub use error::{Error, IdentityError, Result};
 pub use identity::Identity;
 pub use listener::ZitiListener;

@@ -133,6 +133,7 @@ impl ZitiListener {
         }
     }
 
+    /// The name of the service this listener hosts.
     pub fn service(&self) -> &str {
         &self.service
     }

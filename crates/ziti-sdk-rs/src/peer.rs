@@ -8,10 +8,18 @@ use crate::edge::header;
 pub enum DialerIdentity {
     /// Filled in by the router from the dialer's API session (v2.0 routers):
     /// trustworthy.
-    Verified { id: String, name: String },
+    Verified {
+        /// The dialer's identity id.
+        id: String,
+        /// The dialer's identity name.
+        name: String,
+    },
     /// The CallerId the *dialing SDK* chose to send (all a v1.6 router passes on).
     /// UNVERIFIED: any dialer can claim any name. Do not authorize on it alone.
-    Claimed { name: String },
+    Claimed {
+        /// The name the dialer claims.
+        name: String,
+    },
     /// The router said nothing about the dialer.
     Unknown,
 }
@@ -43,6 +51,7 @@ impl DialerIdentity {
         }
     }
 
+    /// Whether the router vouches for the dialer ([`DialerIdentity::Verified`]).
     pub fn is_verified(&self) -> bool {
         matches!(self, DialerIdentity::Verified { .. })
     }

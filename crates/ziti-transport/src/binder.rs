@@ -8,7 +8,7 @@ use thiserror::Error;
 
 /// Why a service could not be bound. Operator-facing; never carries identity content.
 #[derive(Debug, Error)]
-#[error("cannot bind the service {service:?}: {source}")]
+#[error("cannot bind the service {service:?}")]
 pub struct BindError {
     pub service: String,
     #[source]

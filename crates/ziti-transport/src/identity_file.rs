@@ -16,13 +16,19 @@ use domain::{IdentityId, IdentityJson};
 use tempfile::{NamedTempFile, TempDir};
 use thiserror::Error;
 
+/// Why an identity could not be checked or stored. Names what is wrong, never what the
+/// identity holds.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum IdentityFileError {
+    /// The identity JSON lacks a field or has the wrong shape (says which).
     #[error("the identity JSON from ziti-management is malformed: {0}")]
     Malformed(String),
-    #[error("cannot create a private directory for the identity: {0}")]
+    /// The private directory for identity files cannot be created.
+    #[error("cannot create a private directory for the identity")]
     Directory(#[source] io::Error),
-    #[error("cannot write the identity file in {dir}: {source}")]
+    /// The identity file cannot be written.
+    #[error("cannot write the identity file in {dir}")]
     Write { dir: PathBuf, source: io::Error },
 }
 

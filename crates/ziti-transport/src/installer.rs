@@ -11,7 +11,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::binder::OverlayBinder;
 use crate::identity_file::{IdentityFileStore, check_identity_json};
-use crate::pins::ControllerPins;
+use crate::pins::{ControllerPins, PinMismatch};
+
+/// The leased identity was refused by the pins (the cause says which and why).
+#[derive(Debug, thiserror::Error)]
+#[error("the leased identity does not match the pins")]
+struct NotPinned(#[source] PinMismatch);
 
 /// What the server serves from: a new binding (replacing the previous one), or none.
 pub enum ListenerUpdate {
@@ -69,20 +74,15 @@ impl IdentityInstaller for OverlayInstaller {
         // Shape first (its errors are the clearer), then the pins, before anything is
         // written or loaded.
         let bytes = identity.identity_json.as_bytes();
-        check_identity_json(bytes).map_err(|err| InstallError(with_causes(&err)))?;
-        self.pins
-            .check_json(bytes)
-            .map_err(|mismatch| InstallError(format!("the leased identity does not match the pins: {mismatch}")))?;
-        let staged = self.store.stage(&identity.identity_json).map_err(|err| InstallError(with_causes(&err)))?;
+        check_identity_json(bytes).map_err(|err| InstallError::Unusable(Box::new(err)))?;
+        self.pins.check_json(bytes).map_err(|mismatch| InstallError::Unusable(Box::new(NotPinned(mismatch))))?;
+        let staged = self.store.stage(&identity.identity_json).map_err(|err| InstallError::Failed(Box::new(err)))?;
         // A staged file that fails to bind is dropped, and with it erased.
         let listener =
-            self.binder.bind(staged.path(), &self.service).await.map_err(|err| InstallError(with_causes(&err)))?;
+            self.binder.bind(staged.path(), &self.service).await.map_err(|err| InstallError::Failed(Box::new(err)))?;
         let listener = Box::new(ReportingEnd { listener, id: identity.id.clone(), ended: self.ended.clone() });
         self.store.commit(staged, identity.id);
-        self.updates
-            .send(ListenerUpdate::Bound(listener))
-            .await
-            .map_err(|_| InstallError("the gateway is shutting down".to_owned()))
+        self.updates.send(ListenerUpdate::Bound(listener)).await.map_err(|_| InstallError::ShuttingDown)
     }
 
     async fn retire(&self, id: &IdentityId) {
@@ -186,10 +186,11 @@ mod tests {
             .install(LeasedIdentity { id: lease, identity_json: identity, expires_in: None })
             .await
             .expect_err("refused");
+        assert!(matches!(refused, InstallError::Unusable(_)), "{refused:?}");
         assert_eq!(
-            refused.0,
-            "the leased identity does not match the pins: its controller https://other:1280 is not the pinned \
-             controller https://ctrl:1280"
+            with_causes(&refused),
+            "the overlay could not use the identity: the leased identity does not match the pins: its controller \
+             https://other:1280 is not the pinned controller https://ctrl:1280"
         );
         assert!(served.try_recv().is_err(), "a binding was served");
         assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0, "a file was written");

@@ -16,18 +16,23 @@ use crate::config::{ConfigError, ManagementConfig};
 use crate::expiry::expires_in;
 use crate::proto;
 use crate::proto::ziti_management_service_client::ZitiManagementServiceClient;
-use crate::status::{Rpc, code_name, provider_error, resolve_error};
+use crate::status::{BrokenAnswer, Rpc, code_name, provider_error, resolve_error};
 use crate::tls::{TlsError, client_tls_config};
 
 /// Why a [`ManagementClient`] could not be built. Nothing here needs the server up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
+    /// The configuration is not usable.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("TLS towards ziti-management at {target} cannot be set up: {source}")]
+    /// The TLS material (certificates, key) cannot be used.
+    #[error("TLS towards ziti-management at {target} cannot be set up")]
     TlsMaterial { target: String, source: TlsError },
-    #[error("TLS towards ziti-management at {target} cannot be set up: {reason}")]
-    Tls { target: String, reason: String },
+    /// The transport refused the TLS set-up.
+    #[error("TLS towards ziti-management at {target} cannot be set up")]
+    Tls { target: String, source: tonic::transport::Error },
+    /// Built outside a tokio runtime.
     #[error("the ziti-management client must be created inside a tokio runtime")]
     NoRuntime,
 }
@@ -66,10 +71,9 @@ impl ManagementClient {
             let tls_config = client_tls_config(&material)
                 .map_err(|source| ClientError::TlsMaterial { target: target.clone(), source })?
                 .timeout(config.connect_timeout);
-            endpoint = endpoint.tls_config(tls_config).map_err(|error| ClientError::Tls {
-                target: target.clone(),
-                reason: service_kit::causes::with_causes(&error),
-            })?;
+            endpoint = endpoint
+                .tls_config(tls_config)
+                .map_err(|source| ClientError::Tls { target: target.clone(), source })?;
         }
         let inner = ZitiManagementServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(config.max_response_bytes);
@@ -119,7 +123,7 @@ impl IdentityProvider for ManagementClient {
         let answer = self
             .call(rpc, message, |mut client, request| async move { client.request_service_identity(request).await })
             .await
-            .map_err(|status| provider_error(rpc, &status, &self.target))?;
+            .map_err(|status| provider_error(rpc, status, &self.target))?;
         // Never Debug-print `answer`: prost's Debug would show the identity's private key.
         let proto::RequestServiceIdentityResponse { ziti_identity_id, identity_json, lease_expires_at } = answer;
         // Wrapped at once, so the secret is wiped on every path from here on.
@@ -146,7 +150,7 @@ impl IdentityProvider for ManagementClient {
         let answer = self
             .call(rpc, message, |mut client, request| async move { client.extend_identity_lease(request).await })
             .await
-            .map_err(|status| provider_error(rpc, &status, &self.target))?;
+            .map_err(|status| provider_error(rpc, status, &self.target))?;
         let expires_in =
             expires_in(answer.lease_expires_at, SystemTime::now()).map_err(|reason| self.broken(rpc, &reason))?;
         tracing::debug!(rpc = rpc.as_str(), lease = %id, ?expires_in, "extended the lease");
@@ -174,7 +178,7 @@ impl IdentityProvider for ManagementClient {
                 tracing::debug!(rpc = rpc.as_str(), lease = %id, "the lease was already gone");
                 Ok(())
             }
-            Err(status) => Err(provider_error(rpc, &status, &self.target)),
+            Err(status) => Err(provider_error(rpc, status, &self.target)),
         }
     }
 }
@@ -182,7 +186,7 @@ impl IdentityProvider for ManagementClient {
 impl ManagementClient {
     /// A well-formed answer that cannot be used: the server is broken, retrying won't help.
     fn broken(&self, rpc: Rpc, reason: &str) -> ProviderError {
-        ProviderError::Fatal(format!("{rpc}: {reason} (target {})", self.target))
+        ProviderError::Fatal(Box::new(BrokenAnswer { rpc, reason: reason.to_owned(), target: self.target.to_string() }))
     }
 }
 
@@ -203,13 +207,15 @@ impl IdentityResolver for ManagementClient {
         let answer = self
             .call(rpc, message, |mut client, request| async move { client.resolve_identity(request).await })
             .await
-            .map_err(|status| resolve_error(&status, &self.target))?;
+            .map_err(|status| resolve_error(status, &self.target))?;
         let principal = [answer.principal, answer.name].into_iter().find(|candidate| !candidate.is_empty());
         let Some(principal) = principal else {
-            return Err(ResolveError::Unavailable(format!(
-                "{rpc}: the answer names no principal (target {})",
-                self.target
-            )));
+            let reason = "the answer names no principal".to_owned();
+            return Err(ResolveError::Unavailable(Arc::new(BrokenAnswer {
+                rpc,
+                reason,
+                target: self.target.to_string(),
+            })));
         };
         tracing::debug!(rpc = rpc.as_str(), caller_id = ?id, caller_name = ?name, %principal, "resolved a caller");
         Ok(Principal { name: principal, role_attributes: answer.role_attributes })

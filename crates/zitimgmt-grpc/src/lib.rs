@@ -13,7 +13,7 @@ pub use config::{
     ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, ManagementConfig,
     TlsMaterial, is_loopback_host,
 };
-pub use status::code_name;
+pub use status::{CallError, code_name};
 pub use tls::TlsError;
 /// Re-exported so callers can build [`TlsMaterial::client_key_pem`] without naming the crate.
 pub use zeroize::Zeroizing;

@@ -1,7 +1,8 @@
 //! gRPC statuses turned into the port errors, by what the policy should do about them.
 
-use std::error::Error as _;
+use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 use domain::{ProviderError, ResolveError};
 use tonic::{Code, Status};
@@ -58,41 +59,67 @@ pub(crate) fn classify(rpc: Rpc, code: Code) -> Class {
     }
 }
 
-pub(crate) fn provider_error(rpc: Rpc, status: &Status, target: &str) -> ProviderError {
-    let message = describe(rpc, status, target);
-    match classify(rpc, status.code()) {
-        Class::Transient => ProviderError::Transient(message),
-        Class::LeaseGone => ProviderError::LeaseGone(message),
-        Class::Fatal => ProviderError::Fatal(message),
+pub(crate) fn provider_error(rpc: Rpc, status: Status, target: &str) -> ProviderError {
+    let class = classify(rpc, status.code());
+    let source = Box::new(CallError { rpc, status, target: target.to_owned() });
+    match class {
+        Class::Transient => ProviderError::Transient(source),
+        Class::LeaseGone => ProviderError::LeaseGone(source),
+        Class::Fatal => ProviderError::Fatal(source),
     }
 }
 
 /// `ResolveError` has no "refused": anything but NOT_FOUND is "could not resolve now",
 /// which the resolver does not cache.
-pub(crate) fn resolve_error(status: &Status, target: &str) -> ResolveError {
+pub(crate) fn resolve_error(status: Status, target: &str) -> ResolveError {
     match status.code() {
         Code::NotFound => ResolveError::NotFound,
-        _ => ResolveError::Unavailable(describe(Rpc::ResolveIdentity, status, target)),
+        _ => ResolveError::Unavailable(Arc::new(CallError {
+            rpc: Rpc::ResolveIdentity,
+            status,
+            target: target.to_owned(),
+        })),
     }
 }
 
+/// A call to ziti-management that ended with an error status, shown as
 /// `RPC: CODE: message (target …)`. A transport failure's status message is terse
-/// ("tcp connect error"), so its root cause ("Connection refused") is appended.
-pub(crate) fn describe(rpc: Rpc, status: &Status, target: &str) -> String {
-    let mut detail = status.message().trim().to_owned();
-    let mut root = None;
-    let mut cause = status.source();
-    while let Some(error) = cause {
-        root = Some(error);
-        cause = error.source();
+/// ("tcp connect error"); its causes ("Connection refused") are this error's sources.
+#[derive(Debug)]
+pub struct CallError {
+    rpc: Rpc,
+    status: Status,
+    target: String,
+}
+
+impl CallError {
+    /// The status the call ended with.
+    pub fn status(&self) -> &Status {
+        &self.status
     }
-    if let Some(root) = root.map(ToString::to_string).filter(|root| !root.is_empty() && !detail.contains(root)) {
-        detail = if detail.is_empty() { root } else { format!("{detail}: {root}") };
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = self.status.message().trim();
+        let message = if message.is_empty() { "no message" } else { message };
+        write!(f, "{}: {}: {message} (target {})", self.rpc, code_name(self.status.code()), self.target)
     }
-    if detail.is_empty() {
-        detail = "no message".to_owned();
+}
+
+impl Error for CallError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.status.source()
     }
-    format!("{rpc}: {}: {detail} (target {target})", code_name(status.code()))
+}
+
+/// A well-formed answer that cannot be used: the server is broken, retrying won't help.
+#[derive(Debug, thiserror::Error)]
+#[error("{rpc}: {reason} (target {target})")]
+pub(crate) struct BrokenAnswer {
+    pub(crate) rpc: Rpc,
+    pub(crate) reason: String,
+    pub(crate) target: String,
 }
 
 /// The canonical upper-case name, as gRPC tooling prints it (tonic's `Display` gives prose).
@@ -152,7 +179,7 @@ mod tests {
     fn messages_name_the_rpc_the_code_the_server_message_and_the_target() {
         let error = provider_error(
             Rpc::RequestServiceIdentity,
-            &Status::unavailable("connection refused"),
+            Status::unavailable("connection refused"),
             "http://127.0.0.1:1/",
         );
         assert_eq!(
@@ -161,12 +188,20 @@ mod tests {
                 "RequestServiceIdentity: UNAVAILABLE: connection refused (target http://127.0.0.1:1/)".into()
             )
         );
+        assert_eq!(
+            service_kit::causes::with_causes(&error),
+            "ziti-management is unavailable: RequestServiceIdentity: UNAVAILABLE: connection refused (target \
+             http://127.0.0.1:1/)"
+        );
     }
 
     #[test]
     fn an_empty_server_message_is_said_so() {
-        let message = describe(Rpc::ExtendIdentityLease, &Status::not_found(""), "http://m:1/");
-        assert_eq!(message, "ExtendIdentityLease: NOT_FOUND: no message (target http://m:1/)");
+        let error = provider_error(Rpc::ExtendIdentityLease, Status::not_found(""), "http://m:1/");
+        assert_eq!(
+            error,
+            ProviderError::LeaseGone("ExtendIdentityLease: NOT_FOUND: no message (target http://m:1/)".into())
+        );
     }
 
     #[rstest]
@@ -174,7 +209,7 @@ mod tests {
     #[case(Code::Unavailable, false)]
     #[case(Code::PermissionDenied, false)]
     fn resolve_errors(#[case] code: Code, #[case] not_found: bool) {
-        let error = resolve_error(&Status::new(code, "m"), "http://m:1/");
+        let error = resolve_error(Status::new(code, "m"), "http://m:1/");
         assert_eq!(error == ResolveError::NotFound, not_found, "{error:?}");
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use domain::ports::{IdentityProvider, IdentityResolver};
 use domain::{CallerIdentity, IdentityId, ProviderError, ResolveError, ServiceType};
+use service_kit::causes::with_causes;
 use support::{Script, TestServer, expiry_in, unused_port};
 use tokio::net::{TcpListener, TcpSocket};
 use zitimgmt_grpc::proto::RequestServiceIdentityResponse;
@@ -29,7 +30,8 @@ async fn a_server_that_is_down_is_transient_naming_the_target_within_the_connect
     let error = client.request_identity(ServiceType::Gateway).await.expect_err("down");
 
     assert!(started.elapsed() < connect_timeout, "took {:?}", started.elapsed());
-    let ProviderError::Transient(message) = error else { panic!("not transient: {error:?}") };
+    let ProviderError::Transient(source) = &error else { panic!("not transient: {error:?}") };
+    let message = with_causes(source.as_ref());
     assert!(message.starts_with("RequestServiceIdentity: UNAVAILABLE: "), "{message}");
     assert!(message.contains(&format!("(target http://127.0.0.1:{port})")), "{message}");
     assert!(message.to_lowercase().contains("connection refused"), "{message}");
@@ -46,7 +48,8 @@ async fn every_rpc_reports_a_server_that_is_down_as_retryable() {
     assert!(matches!(release, ProviderError::Transient(_)), "{release:?}");
     let caller = CallerIdentity { id: Some("id-1".to_owned()), name: None, verified: true };
     let resolve = client.resolve(&caller).await.expect_err("down");
-    let ResolveError::Unavailable(message) = resolve else { panic!("not unavailable: {resolve:?}") };
+    let ResolveError::Unavailable(source) = &resolve else { panic!("not unavailable: {resolve:?}") };
+    let message = with_causes(source.as_ref());
     assert!(message.contains(&format!("http://127.0.0.1:{port}")), "{message}");
 }
 
@@ -90,7 +93,8 @@ async fn a_slow_server_is_transient_after_the_request_timeout() {
     let error = client.request_identity(ServiceType::Gateway).await.expect_err("too slow");
 
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
-    let ProviderError::Transient(message) = error else { panic!("not transient: {error:?}") };
+    let ProviderError::Transient(source) = &error else { panic!("not transient: {error:?}") };
+    let message = with_causes(source.as_ref());
     assert!(message.starts_with("RequestServiceIdentity: "), "{message}");
     assert!(message.contains(&server.host_port()), "{message}");
 }
@@ -133,7 +137,8 @@ async fn a_response_above_the_limit_is_a_fatal_error_naming_the_limit() {
 
     let error = client.request_identity(ServiceType::Gateway).await.expect_err("too large");
 
-    let ProviderError::Fatal(message) = error else { panic!("not fatal: {error:?}") };
+    let ProviderError::Fatal(source) = &error else { panic!("not fatal: {error:?}") };
+    let message = with_causes(source.as_ref());
     assert!(message.starts_with("RequestServiceIdentity: OUT_OF_RANGE: "), "{message}");
     assert!(message.contains("4096"), "{message}");
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use domain::ports::IdentityProvider;
 use domain::{IdentityId, ProviderError, ServiceType};
 use rstest::rstest;
+use service_kit::causes::with_causes;
 use support::{Received, Script, TestServer, expiry_in, identity_json};
 use tonic::{Code, Status};
 use zitimgmt_grpc::proto::{
@@ -95,7 +96,8 @@ async fn an_empty_identity_id_is_fatal_naming_the_field_without_echoing_the_json
 
     let error = server.client().request_identity(ServiceType::Gateway).await.expect_err("refused");
 
-    let ProviderError::Fatal(message) = error else { panic!("not fatal: {error:?}") };
+    let ProviderError::Fatal(source) = &error else { panic!("not fatal: {error:?}") };
+    let message = with_causes(source.as_ref());
     assert!(message.contains("ziti_identity_id"), "{message}");
     assert!(!message.contains("KEY-lease-1"), "the secret leaked: {message}");
 }
@@ -115,7 +117,7 @@ async fn request_failures_are_classified(#[case] code: Code, #[case] expected: &
     let error = server.client().request_identity(ServiceType::Gateway).await.expect_err("failed");
 
     assert_eq!(kind(&error), expected, "{error:?}");
-    let message = error.to_string();
+    let message = with_causes(&error);
     assert!(message.contains("RequestServiceIdentity"), "{message}");
     assert!(message.contains("scripted refusal"), "{message}");
     assert!(message.contains(&format!("http://{}", server.host_port())), "{message}");
@@ -163,7 +165,7 @@ async fn extend_failures_are_classified(#[case] code: Code, #[case] expected: &s
     let error = server.client().extend_lease(&IdentityId::new("lease-7")).await.expect_err("failed");
 
     assert_eq!(kind(&error), expected, "{error:?}");
-    let message = error.to_string();
+    let message = with_causes(&error);
     assert!(message.contains("ExtendIdentityLease"), "{message}");
     assert!(message.contains("scripted refusal"), "{message}");
 }
@@ -176,10 +178,9 @@ async fn extend_not_found_says_which_rpc_and_code() {
 
     assert_eq!(
         error,
-        ProviderError::LeaseGone(format!(
-            "ExtendIdentityLease: NOT_FOUND: no lease lease-7 (target http://{})",
-            server.host_port()
-        ))
+        ProviderError::LeaseGone(
+            format!("ExtendIdentityLease: NOT_FOUND: no lease lease-7 (target http://{})", server.host_port()).into()
+        )
     );
 }
 
@@ -223,7 +224,7 @@ async fn release_failures_are_classified(#[case] code: Code, #[case] expected: &
     let error = server.client().release(&IdentityId::new("lease-3")).await.expect_err("failed");
 
     assert_eq!(kind(&error), expected, "{error:?}");
-    assert!(error.to_string().contains("ReleaseServiceIdentity"), "{error}");
+    assert!(with_causes(&error).contains("ReleaseServiceIdentity"), "{error:?}");
 }
 
 fn kind(error: &ProviderError) -> &'static str {
@@ -231,5 +232,6 @@ fn kind(error: &ProviderError) -> &'static str {
         ProviderError::Transient(_) => "transient",
         ProviderError::LeaseGone(_) => "lease gone",
         ProviderError::Fatal(_) => "fatal",
+        _ => "another kind",
     }
 }

@@ -6,6 +6,7 @@ mod support;
 use domain::ports::IdentityResolver;
 use domain::{CallerIdentity, Principal, ResolveError};
 use rstest::rstest;
+use service_kit::causes::with_causes;
 use support::{Received, Script, TestServer};
 use tonic::{Code, Status};
 use zitimgmt_grpc::proto::{ResolveIdentityRequest, ResolveIdentityResponse};
@@ -105,7 +106,8 @@ async fn failures_are_mapped(#[case] code: Code, #[case] not_found: bool) {
     if not_found {
         assert_eq!(error, ResolveError::NotFound);
     } else {
-        let ResolveError::Unavailable(message) = error else { panic!("not unavailable: {error:?}") };
+        let ResolveError::Unavailable(source) = &error else { panic!("not unavailable: {error:?}") };
+        let message = with_causes(source.as_ref());
         assert!(message.starts_with("ResolveIdentity: "), "{message}");
         assert!(message.contains("scripted refusal"), "{message}");
     }

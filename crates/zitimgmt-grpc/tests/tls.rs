@@ -5,6 +5,7 @@ mod support;
 
 use domain::ports::IdentityProvider;
 use domain::{IdentityId, ProviderError, ServiceType};
+use service_kit::causes::with_causes;
 use support::{Script, TestPki, TestServer, identity_json};
 use zitimgmt_grpc::proto::{ExtendIdentityLeaseResponse, RequestServiceIdentityResponse};
 use zitimgmt_grpc::{ManagementClient, ManagementConfig, TlsMaterial};
@@ -55,7 +56,8 @@ async fn tls_with_another_ca_fails_clearly() {
     let error = client.request_identity(ServiceType::Gateway).await.expect_err("untrusted server");
 
     // A handshake failure is a connection failure: retried, and said so.
-    let ProviderError::Transient(message) = error else { panic!("not transient: {error:?}") };
+    let ProviderError::Transient(source) = &error else { panic!("not transient: {error:?}") };
+    let message = with_causes(source.as_ref());
     assert!(message.contains(&format!("https://{}", server.host_port())), "{message}");
     assert!(message.to_lowercase().contains("certificate"), "{message}");
 }
@@ -69,7 +71,7 @@ async fn tls_checks_the_name_on_the_certificate() {
 
     let error = client.request_identity(ServiceType::Gateway).await.expect_err("wrong name");
 
-    assert!(error.to_string().to_lowercase().contains("certificate"), "{error}");
+    assert!(with_causes(&error).to_lowercase().contains("certificate"), "{error:?}");
 }
 
 #[tokio::test]
@@ -93,7 +95,7 @@ async fn mtls_without_a_client_certificate_fails_clearly() {
 
     let error = client.request_identity(ServiceType::Gateway).await.expect_err("no client certificate");
 
-    let message = error.to_string();
+    let message = with_causes(&error);
     assert!(message.contains("RequestServiceIdentity"), "{message}");
     assert!(message.to_lowercase().contains("certificate"), "{message}");
     assert!(server.received().is_empty(), "the server answered a client without a certificate");

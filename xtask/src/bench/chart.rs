@@ -1,5 +1,5 @@
 //! docs/benchmarks.svg: one bar per measure, how many times better the Rust host does
-//! than the Go host (right of the 1x line: Rust ahead), with the run-by-run range as a
+//! than `ziti tunnel host` (both through `ziti tunnel proxy`; right of the 1x line: Rust ahead), with the run-by-run range as a
 //! whisker and plain TCP as a dot (the limit). Log scale, so 2x better and 2x worse are
 //! equally long.
 
@@ -44,7 +44,7 @@ pub fn draw(path: &Path, samples: &Samples, gateway: Option<&GatewayResults>, si
     root.fill(&WHITE).map_err(plot)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Rust host vs Go host over the same overlay service (× better; right of 1× = Rust ahead)",
+            "Rust host vs ziti tunnel host over the same overlay service (× better; right of 1× = Rust ahead)",
             ("sans-serif", 18),
         )
         .margin(12)
@@ -63,7 +63,7 @@ pub fn draw(path: &Path, samples: &Samples, gateway: Option<&GatewayResults>, si
         })
         .x_labels(10)
         .x_label_formatter(&|x| format!("{x:.2}×"))
-        .x_desc("times better than the Go host (throughput and rate: Rust/Go; latency, memory, CPU: Go/Rust)")
+        .x_desc("times better than ziti tunnel host (throughput, rate: Rust/Go; latency, memory, CPU: Go/Rust)")
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(plot)?;
@@ -99,7 +99,7 @@ pub fn draw(path: &Path, samples: &Samples, gateway: Option<&GatewayResults>, si
     chart
         .draw_series(std::iter::once(Circle::new((lo, SegmentValue::Exact(n)), 0, LIMIT.filled())))
         .map_err(plot)?
-        .label("plain TCP loopback vs Go host (the limit)")
+        .label("plain TCP loopback vs ziti tunnel host (the limit)")
         .legend(|(x, y)| Circle::new((x + 8, y), 5, LIMIT.filled()));
     if gateway.is_some() {
         chart
@@ -124,10 +124,11 @@ fn rows(samples: &Samples, gateway: Option<&GatewayResults>, sizes: &Sizes) -> V
     let mut rows = Vec::new();
     for measure in Measure::ALL {
         let better = |a: f64, b: f64| if measure.higher_is_better() { a / b } else { b / a };
-        let (Some(rust), Some(go)) = (samples.get(measure, Target::Rust), samples.get(measure, Target::Go)) else {
+        let (Some(rust), Some(go)) = (samples.get(measure, Target::Rust), samples.get(measure, Target::TunnelHost))
+        else {
             continue;
         };
-        let paired = samples.paired_ratio(measure, Target::Rust, Target::Go);
+        let paired = samples.paired_ratio(measure, Target::Rust, Target::TunnelHost);
         let range = paired.map(|p| {
             let (a, b) = (better(p.min, 1.0), better(p.max, 1.0));
             (a.min(b), a.max(b))

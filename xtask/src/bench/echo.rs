@@ -1,6 +1,7 @@
 //! The echo measures: each repetition starts every host afresh, one at a time, in a
 //! rotating order (so a noisy minute of the shared machine does not land on one host),
-//! and applies the same load to each.
+//! and applies the same load to each. The overlay hosts are reached through two clients:
+//! the Go `ziti tunnel proxy` and the Rust dialer (`bench_echo proxy`, this SDK's `dial`).
 
 use std::process::Command;
 use std::thread::sleep;
@@ -9,23 +10,37 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::process::{self, Running};
-use super::provision::{ECHO_SERVICE, Provisioned};
+use super::provision::{self, ECHO_SERVICE, Provisioned};
 use super::stats::{Measure, Samples, Target, quantile_us};
 use super::{Bench, load};
 
 const READY_WITHIN: Duration = Duration::from_secs(60);
 const GIB: f64 = (1u64 << 30) as f64;
 
-pub fn measure(bench: &Bench, provisioned: &Provisioned, proxy: &str, samples: &mut Samples) -> Result<()> {
+/// The loopback addresses of the two clients, each a TCP port whose connections become dials.
+#[derive(Debug, Clone, Copy)]
+pub struct Clients<'a> {
+    pub go_proxy: &'a str,
+    pub rust_dial: &'a str,
+}
+
+pub fn measure(bench: &Bench, provisioned: &Provisioned, clients: Clients, samples: &mut Samples) -> Result<()> {
     let echo = crate::target_dir(&bench.root).join("release/examples/bench_echo");
+    // The TCP echo `ziti tunnel host` forwards to listens on one port for the whole run.
+    let app_port = process::free_port()?;
+    provision::host_at(&bench.cli, ECHO_SERVICE, app_port)?;
+    let app = format!("127.0.0.1:{app_port}");
     for rep in 0..bench.sizes.reps {
         for turn in 0..Target::ALL.len() {
             let target = Target::ALL[(rep + turn) % Target::ALL.len()];
             bench.say(&format!("run {}/{}: {}", rep + 1, bench.sizes.reps, target.label()));
-            let (mut host, addr) = start(bench, provisioned, &echo, target, proxy)?;
+            let (mut host, app, addr) = start(bench, provisioned, &echo, target, clients, &app)?;
             let measured = one_run(bench, &mut host, &addr, target, samples)
                 .with_context(|| format!("run {} of the {}", rep + 1, target.label()));
             host.stop(Duration::from_secs(5));
+            if let Some(app) = app {
+                app.stop(Duration::from_secs(5));
+            }
             measured?;
         }
     }
@@ -37,29 +52,49 @@ fn start(
     provisioned: &Provisioned,
     echo: &std::path::Path,
     target: Target,
-    proxy: &str,
-) -> Result<(Running, String)> {
+    clients: Clients,
+    app: &str,
+) -> Result<(Running, Option<Running>, String)> {
     let identity = provisioned.host_identity.to_string_lossy().into_owned();
-    let (mut host, addr) = match target {
-        Target::Rust => {
+    let client = if target.rust_dial() { clients.rust_dial } else { clients.go_proxy }.to_owned();
+    let (mut host, app, addr) = match target {
+        Target::Rust | Target::RustViaRustDial => {
             let mut command = Command::new(echo);
             command.args(["overlay", &identity, ECHO_SERVICE]).env("RUST_LOG", "warn");
-            (Running::spawn("rust-host", command, &bench.dir)?, proxy.to_owned())
+            (Running::spawn("rust-host", command, &bench.dir)?, None, client)
         }
-        Target::Go => {
+        Target::TunnelHost | Target::TunnelHostViaRustDial => {
+            let mut command = Command::new(echo);
+            command.args(["tcp", app]);
+            let app = Running::spawn("tunnel-host-app", command, &bench.dir)?;
+            let mut command = bench.cli.command();
+            command.args(["tunnel", "host", "-i", &identity]);
+            (Running::spawn("tunnel-host", command, &bench.dir)?, Some(app), client)
+        }
+        Target::Demo => {
             let mut command = bench.cli.command();
             command.args(["demo", "echo-server", "-i", &identity, "-s", ECHO_SERVICE]);
-            (Running::spawn("go-host", command, &bench.dir)?, proxy.to_owned())
+            (Running::spawn("demo-echo-server", command, &bench.dir)?, None, client)
         }
         Target::Tcp => {
             let addr = format!("127.0.0.1:{}", process::free_port()?);
             let mut command = Command::new(echo);
             command.args(["tcp", &addr]);
-            (Running::spawn("tcp-echo", command, &bench.dir)?, addr)
+            (Running::spawn("tcp-echo", command, &bench.dir)?, None, addr)
         }
     };
     process::wait_echo(&mut host, &addr, 5, READY_WITHIN)?;
-    Ok((host, addr))
+    Ok((host, app, addr))
+}
+
+/// CPU seconds per GiB that sealing and opening every byte once costs (`bench_echo
+/// crypto-floor`): what an echo host with end-to-end encryption cannot go below.
+pub fn crypto_floor(bench: &Bench) -> Result<f64> {
+    let echo = crate::target_dir(&bench.root).join("release/examples/bench_echo");
+    let mib = bench.sizes.crypto_mib.to_string();
+    let out = Command::new(&echo).args(["crypto-floor", &mib]).output().context("running bench_echo crypto-floor")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().with_context(|| format!("bench_echo crypto-floor printed {text:?}"))
 }
 
 fn one_run(bench: &Bench, host: &mut Running, addr: &str, target: Target, samples: &mut Samples) -> Result<()> {

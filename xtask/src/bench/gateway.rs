@@ -1,6 +1,8 @@
 //! The gateway end to end: HTTP GETs through `ziti tunnel proxy` to the gateway hosting
-//! its own service over the overlay (identity leased from ziti-management), against the
-//! same gateway binary on plain TCP. Both run for the whole measure; runs alternate.
+//! its own service over the overlay (identity leased from ziti-management), and to the
+//! same gateway binary on plain TCP behind `ziti tunnel host` (what a user would run
+//! without this SDK), against that gateway reached on plain TCP directly. All run for the
+//! whole measure; runs rotate.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::process::{self, Running};
-use super::provision::GATEWAY_SERVICE;
+use super::provision::{self, GATEWAY_SERVICE, GATEWAY_TUNNEL_SERVICE};
 use super::stats::{Summary, quantile_us};
 use super::{Bench, load};
 
@@ -19,6 +21,8 @@ use super::{Bench, load};
 pub struct GatewayResults {
     pub overlay_rps: Vec<f64>,
     pub overlay_p99: Vec<f64>,
+    pub tunnel_rps: Vec<f64>,
+    pub tunnel_p99: Vec<f64>,
     pub tcp_rps: Vec<f64>,
     pub tcp_p99: Vec<f64>,
     pub conns: usize,
@@ -31,6 +35,7 @@ pub struct GatewayRow {
     pub unit: &'static str,
     pub higher_is_better: bool,
     pub overlay: Option<Summary>,
+    pub tunnel: Option<Summary>,
     pub tcp: Option<Summary>,
 }
 
@@ -42,6 +47,7 @@ impl GatewayResults {
                 unit: "req/s",
                 higher_is_better: true,
                 overlay: Summary::of(&self.overlay_rps),
+                tunnel: Summary::of(&self.tunnel_rps),
                 tcp: Summary::of(&self.tcp_rps),
             },
             GatewayRow {
@@ -49,13 +55,14 @@ impl GatewayResults {
                 unit: "µs",
                 higher_is_better: false,
                 overlay: Summary::of(&self.overlay_p99),
+                tunnel: Summary::of(&self.tunnel_p99),
                 tcp: Summary::of(&self.tcp_p99),
             },
         ]
     }
 }
 
-pub fn measure(bench: &Bench, env: &str, client_identity: &Path) -> Result<GatewayResults> {
+pub fn measure(bench: &Bench, env: &str, client_identity: &Path, host_identity: &Path) -> Result<GatewayResults> {
     let binary = crate::target_dir(&bench.root).join("release/gateway");
     let grpc = super::env_value(env, "ZITI_MANAGEMENT_GRPC_TARGET").context("no ZITI_MANAGEMENT_GRPC_TARGET")?;
     let grpc_ca = super::env_value(env, "ZITI_MANAGEMENT_TLS_CA").context("no ZITI_MANAGEMENT_TLS_CA")?;
@@ -85,41 +92,65 @@ pub fn measure(bench: &Bench, env: &str, client_identity: &Path) -> Result<Gatew
         &binary,
         &[("ZITI_ENABLED", "false"), ("GATEWAY_LISTEN_ADDR", &tcp_addr), ("GATEWAY_ADMIN_ADDR", &tcp_admin)],
     )?;
+    let tcp_port = tcp_addr.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).context("gateway TCP port")?;
+    provision::host_at(&bench.cli, GATEWAY_TUNNEL_SERVICE, tcp_port)?;
+    let mut command = bench.cli.command();
+    command.args(["tunnel", "host", "-i"]).arg(host_identity);
+    let tunnel_host = Running::spawn("gateway-tunnel-host", command, &bench.dir)?;
     let mut both = [overlay, tcp];
     wait_ready(&mut both[0], &overlay_admin)?;
     wait_ready(&mut both[1], &tcp_admin)?;
 
-    let port = process::free_port()?;
-    let proxy = super::start_proxy(bench, GATEWAY_SERVICE, port, client_identity)?;
-    let proxy_addr = format!("127.0.0.1:{port}");
-    let measured = alternate(bench, &proxy_addr, &tcp_addr);
+    let proxy_addr = format!("127.0.0.1:{}", process::free_port()?);
+    let proxy = super::start_proxy(bench, GATEWAY_SERVICE, &proxy_addr, client_identity)?;
+    let tunnel_addr = format!("127.0.0.1:{}", process::free_port()?);
+    let tunnel_proxy = super::start_proxy(bench, GATEWAY_TUNNEL_SERVICE, &tunnel_addr, client_identity)?;
+    let measured = rotate(bench, &proxy_addr, &tunnel_addr, &tcp_addr);
     proxy.stop(Duration::from_secs(5));
+    tunnel_proxy.stop(Duration::from_secs(5));
+    tunnel_host.stop(Duration::from_secs(5));
     let [overlay, tcp] = both;
     overlay.stop(Duration::from_secs(15));
     tcp.stop(Duration::from_secs(5));
     measured
 }
 
-fn alternate(bench: &Bench, proxy: &str, tcp: &str) -> Result<GatewayResults> {
+/// How the GETs reach the gateway.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Overlay,
+    Tunnel,
+    Tcp,
+}
+
+fn rotate(bench: &Bench, proxy: &str, tunnel: &str, tcp: &str) -> Result<GatewayResults> {
     let sizes = &bench.sizes;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while load::http_gets(proxy, "/bench", 1, 1).is_err() {
-        if Instant::now() > deadline {
-            bail!("the gateway did not answer through the overlay within 60 s");
+    for (addr, what) in [(proxy, "hosting its service"), (tunnel, "behind ziti tunnel host")] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while load::http_gets(addr, "/bench", 1, 1).is_err() {
+            if Instant::now() > deadline {
+                bail!("the gateway {what} did not answer through the overlay within 60 s");
+            }
+            sleep(Duration::from_millis(250));
         }
-        sleep(Duration::from_millis(250));
     }
     let mut results = GatewayResults { conns: sizes.http_conns, ..GatewayResults::default() };
+    let ways = [Way::Overlay, Way::Tunnel, Way::Tcp];
     for rep in 0..sizes.reps {
-        for overlay in [rep % 2 == 0, rep % 2 != 0] {
-            let addr = if overlay { proxy } else { tcp };
+        for turn in 0..ways.len() {
+            let way = ways[(rep + turn) % ways.len()];
+            let addr = match way {
+                Way::Overlay => proxy,
+                Way::Tunnel => tunnel,
+                Way::Tcp => tcp,
+            };
             let (took, mut times) = load::http_gets(addr, "/bench", sizes.http_conns, sizes.http_per_conn)?;
             let rps = times.len() as f64 / took.as_secs_f64();
             let p99 = quantile_us(&mut times, 0.99);
-            let (rps_all, p99_all, how) = if overlay {
-                (&mut results.overlay_rps, &mut results.overlay_p99, "overlay")
-            } else {
-                (&mut results.tcp_rps, &mut results.tcp_p99, "plain TCP")
+            let (rps_all, p99_all, how) = match way {
+                Way::Overlay => (&mut results.overlay_rps, &mut results.overlay_p99, "hosting its service"),
+                Way::Tunnel => (&mut results.tunnel_rps, &mut results.tunnel_p99, "behind ziti tunnel host"),
+                Way::Tcp => (&mut results.tcp_rps, &mut results.tcp_p99, "plain TCP"),
             };
             rps_all.push(rps);
             p99_all.push(p99);

@@ -12,6 +12,11 @@ pub const ECHO_SERVICE: &str = "bench-echo";
 /// The service the gateway binds for the end-to-end measure (its leased identities carry
 /// `#gateway-hosts`, ziti-management's default).
 pub const GATEWAY_SERVICE: &str = "bench-gateway";
+/// The service `ziti tunnel host` hosts in front of the gateway on plain TCP.
+pub const GATEWAY_TUNNEL_SERVICE: &str = "bench-gateway-tunnel";
+/// The `host.v1` configs that tell `ziti tunnel host` where each service's TCP app listens.
+const ECHO_HOST_CONFIG: &str = "bench-echo-host";
+const GATEWAY_HOST_CONFIG: &str = "bench-gateway-tunnel-host";
 const HOST: &str = "bench-host";
 const CLIENT: &str = "bench-client";
 
@@ -25,14 +30,31 @@ pub struct Provisioned {
 pub fn ensure(cli: &Cli, dir: &Path) -> Result<Provisioned> {
     ensure_service(cli, ECHO_SERVICE)?;
     ensure_service(cli, GATEWAY_SERVICE)?;
+    ensure_service(cli, GATEWAY_TUNNEL_SERVICE)?;
     ensure_policy(cli, "bench-echo-bind", "Bind", ECHO_SERVICE, "#bench-hosts")?;
     ensure_policy(cli, "bench-echo-dial", "Dial", ECHO_SERVICE, "#bench-clients")?;
     ensure_policy(cli, "bench-gateway-bind", "Bind", GATEWAY_SERVICE, "#gateway-hosts")?;
     ensure_policy(cli, "bench-gateway-dial", "Dial", GATEWAY_SERVICE, "#bench-clients")?;
+    ensure_policy(cli, "bench-gateway-tunnel-bind", "Bind", GATEWAY_TUNNEL_SERVICE, "#bench-hosts")?;
+    ensure_policy(cli, "bench-gateway-tunnel-dial", "Dial", GATEWAY_TUNNEL_SERVICE, "#bench-clients")?;
     Ok(Provisioned {
         host_identity: ensure_identity(cli, dir, HOST, "bench-hosts")?,
         client_identity: ensure_identity(cli, dir, CLIENT, "bench-clients")?,
     })
+}
+
+/// Points `ziti tunnel host` at the TCP app behind `service` (the echo service, or the
+/// gateway's tunnel service): a `host.v1` config on 127.0.0.1:`port`, attached to it.
+pub fn host_at(cli: &Cli, service: &str, port: u16) -> Result<()> {
+    let config = if service == ECHO_SERVICE { ECHO_HOST_CONFIG } else { GATEWAY_HOST_CONFIG };
+    let data = format!(r#"{{"protocol":"tcp","address":"127.0.0.1","port":{port}}}"#);
+    if exists(cli, "configs", config)? {
+        cli.run(&["edge", "update", "config", config, "--data", &data])?;
+    } else {
+        cli.run(&["edge", "create", "config", config, "host.v1", &data])?;
+    }
+    cli.run(&["edge", "update", "service", service, "--configs", config])?;
+    Ok(())
 }
 
 fn exists(cli: &Cli, kind: &str, name: &str) -> Result<bool> {

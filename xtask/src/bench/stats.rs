@@ -3,23 +3,43 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Who answers: the two overlay hosts take turns on one service; TCP is the limit line.
+/// Who answers, through which client: the overlay hosts take turns on one service, reached
+/// through the Go client (`ziti tunnel proxy`) or the Rust one (this SDK's `dial`); TCP is
+/// the limit line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
     Rust,
-    Go,
+    TunnelHost,
+    Demo,
     Tcp,
+    RustViaRustDial,
+    TunnelHostViaRustDial,
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::Rust, Target::Go, Target::Tcp];
+    pub const ALL: [Target; 6] = [
+        Target::Rust,
+        Target::TunnelHost,
+        Target::Demo,
+        Target::Tcp,
+        Target::RustViaRustDial,
+        Target::TunnelHostViaRustDial,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
-            Target::Rust => "Rust host (ziti-sdk-rs)",
-            Target::Go => "Go host (ziti demo echo-server)",
+            Target::Rust => "Rust host (ziti-sdk-rs) via ziti tunnel proxy",
+            Target::TunnelHost => "ziti tunnel host → TCP echo, via ziti tunnel proxy",
+            Target::Demo => "ziti demo echo-server (a demo) via ziti tunnel proxy",
             Target::Tcp => "plain TCP (Rust echo, loopback)",
+            Target::RustViaRustDial => "Rust host via the Rust dialer",
+            Target::TunnelHostViaRustDial => "ziti tunnel host → TCP echo, via the Rust dialer",
         }
+    }
+
+    /// Whether the load reaches this host through the Rust dialer rather than the Go proxy.
+    pub fn rust_dial(self) -> bool {
+        matches!(self, Target::RustViaRustDial | Target::TunnelHostViaRustDial)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::identity::LeasedIdentity;
 use crate::test_support::{ProviderMock, TTL, Timeline, installer, leased, secs, transient};
 
 fn fatal() -> ProviderError {
-    ProviderError::Fatal("permission denied".to_owned())
+    ProviderError::Fatal("permission denied".into())
 }
 
 /// An enroller retrying after 1 s, doubling up to 30 s (the default lease policy's).
@@ -121,7 +121,7 @@ async fn enroll_at_start_releases_an_identity_the_overlay_rejects(#[case] releas
 
     let Err(EnrollError::Install { id, source }) = result else { panic!("{result:?}") };
     assert_eq!(id.as_str(), "lease-1");
-    assert_eq!(source, InstallError("lease-1 would not load".to_owned()));
+    assert_eq!(source, InstallError::Unusable("lease-1 would not load".into()));
     assert_eq!(timeline.requests(), [secs(0)]);
     assert_eq!(timeline.installed(), ["lease-1"]);
     assert_eq!(timeline.released(), ["lease-1"]);
@@ -169,7 +169,7 @@ async fn reenroll_keeps_trying_through_outages_vanished_leases_and_rejected_iden
     let timeline = Timeline::start();
     let mut script: Vec<Result<LeasedIdentity, ProviderError>> = (0..6).map(|_| Err(transient())).collect();
     script.extend([
-        Err(ProviderError::LeaseGone("vanished".to_owned())),
+        Err(ProviderError::LeaseGone("vanished".into())),
         Ok(leased("lease-2", Some(TTL))),
         Ok(leased("lease-3", Some(TTL))),
     ]);

@@ -94,7 +94,7 @@ impl ServeContext {
         match resolver.resolve(identity).await {
             Ok(principal) => Some(principal),
             Err(err) => {
-                tracing::warn!(caller = ?identity, %err, "caller not resolved");
+                tracing::warn!(caller = ?identity, err = service_kit::causes::with_causes(&err), "caller not resolved");
                 None
             }
         }
@@ -198,12 +198,15 @@ async fn accept(
                 });
             }
             Err(err @ ListenError::Closed(_)) => {
-                tracing::error!(%err, "the service binding is gone; not ready until the next one");
+                tracing::error!(
+                    err = service_kit::causes::with_causes(&err),
+                    "the service binding is gone; not ready until the next one"
+                );
                 readiness.set_serving(false);
                 return;
             }
             Err(err) => {
-                tracing::warn!(%err, "accept failed");
+                tracing::warn!(err = service_kit::causes::with_causes(&err), "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }

@@ -1,10 +1,10 @@
 //! One TLS channel to an edge router: hello, a writer task, and a reader task that hands
 //! replies to their requests and everything else to the connection it names.
 
-use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
 use bytes::BytesMut;
@@ -18,109 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::flow::{self, FlowConn};
 use super::frame::{self, FrameCodec, Message, content, header};
-use super::inbox::{Inbox, InboxSender};
+use super::inbox::Inbox;
 use super::pump;
+use super::shared::{ChannelSettings, Closed, ConnKind, Route, Shared, Sink, lock};
 use crate::edge;
 use crate::error::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A router that closes this soon after the hello, having sent nothing, refused the token.
-pub(super) const REJECTION_WINDOW: Duration = Duration::from_secs(30);
 const OUTBOUND_QUEUE: usize = 256;
-pub(super) const WRITE_BATCH: usize = 256 * 1024;
-
-/// What a registered connection id is, for ConnInspect answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnKind {
-    Bind,
-    Dial,
-}
-
-#[derive(Debug)]
-pub(super) struct Sink {
-    pub(super) kind: ConnKind,
-    pub(super) route: Route,
-}
-
-/// Where a connection's messages go.
-#[derive(Debug, Clone)]
-pub(super) enum Route {
-    /// The legacy data path: a queue the reader may have to wait on.
-    Inbox(InboxSender),
-    /// Flow control: handled at once, never waited on.
-    Flow(Arc<FlowConn>),
-}
-
-impl Sink {
-    pub(super) fn flow(&self) -> Option<&Arc<FlowConn>> {
-        match &self.route {
-            Route::Flow(flow) => Some(flow),
-            Route::Inbox(_) => None,
-        }
-    }
-
-    pub(super) fn lose(&self, reason: &'static str) {
-        match &self.route {
-            Route::Inbox(tx) => tx.lose(reason),
-            Route::Flow(flow) => flow.lose(reason),
-        }
-    }
-}
-
-/// Why the channel closed.
-#[derive(Debug, Clone)]
-pub(super) enum Closed {
-    Rejected,
-    Lost,
-}
-
-#[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) router: String,
-    pub(super) router_id: String,
-    pub(super) supports_bind_success: bool,
-    pub(super) sequence: AtomicI32,
-    pub(super) next_conn_id: AtomicU32,
-    pub(super) pending: Mutex<HashMap<i32, oneshot::Sender<Message>>>,
-    pub(super) sinks: Mutex<HashMap<u32, Sink>>,
-    pub(super) outbound: mpsc::Sender<Message>,
-    pub(super) control: mpsc::UnboundedSender<Message>,
-    pub(super) cancel: CancellationToken,
-    pub(super) closed: Mutex<Option<Closed>>,
-    pub(super) received: AtomicU64,
-    pub(super) settings: ChannelSettings,
-    /// Whether the flow-control ticker runs (started with the first such connection).
-    pub(super) ticking: AtomicBool,
-}
-
-impl Shared {
-    /// Queues `message` ahead of data, without waiting (acknowledgements, resends).
-    pub(super) fn send_control(&self, message: Message) {
-        let _ = self.control.send(Message { sequence: self.sequence.fetch_add(1, Ordering::Relaxed), ..message });
-    }
-
-    /// Queues `message` behind data unless the queue is full; says whether it was queued.
-    pub(super) fn try_send(&self, message: Message) -> bool {
-        let message = Message { sequence: self.sequence.fetch_add(1, Ordering::Relaxed), ..message };
-        self.outbound.try_send(message).is_ok()
-    }
-}
-
-/// Per-channel tunables.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ChannelSettings {
-    /// Bytes a connection may hold unread before the reader waits for it.
-    pub budget: usize,
-    /// How long a connection over budget may make no progress before it is cut off.
-    pub stall: Duration,
-    /// Latency probes (which also detect a dead router); `None` sends none.
-    pub probe_interval: Option<Duration>,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A live channel to one edge router; cheap to clone.
 #[derive(Debug, Clone)]
@@ -194,7 +100,7 @@ impl Channel {
         tokio::spawn(pump::read_loop(shared.clone(), reader, codec, inbound, Instant::now()).instrument(span.clone()));
         let channel = Channel { shared };
         if let Some(interval) = settings.probe_interval {
-            tokio::spawn(pump::probe_loop(channel.clone(), interval).instrument(span));
+            tokio::spawn(probe_loop(channel.clone(), interval).instrument(span));
         }
         Ok(channel)
     }
@@ -297,5 +203,30 @@ impl Channel {
         let result = tokio::time::timeout(timeout, result).await;
         lock(&self.shared.pending).remove(&sequence);
         result.map_err(|_| Error::Timeout("edge router reply"))?
+    }
+}
+
+/// Sends a latency probe every `interval`; a router that does not answer within the
+/// interval is taken for dead and the channel is closed (its listeners bind again).
+async fn probe_loop(channel: Channel, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if channel.is_closed() {
+            return;
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let probe = Message::new(frame::content::LATENCY, Vec::new())
+            .with_header(frame::header::LATENCY_TIMESTAMP, now.to_le_bytes().to_vec());
+        let sent = Instant::now();
+        match channel.request(probe, interval).await {
+            Ok(_) => tracing::trace!(router = channel.router(), latency = ?sent.elapsed(), "latency probe answered"),
+            Err(err) => {
+                if !channel.is_closed() {
+                    tracing::warn!(router = channel.router(), %err, "edge router stopped answering; closing the channel");
+                    channel.close();
+                }
+                return;
+            }
+        }
     }
 }

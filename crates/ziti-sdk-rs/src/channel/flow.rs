@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::connection::{Channel, Shared, lock};
+use super::connection::Channel;
 use super::frame::Message;
+use super::shared::{Shared, lock};
 use super::xgress::{self, Ack, Circuit, Delivery, Payload};
 use crate::edge;
 

@@ -10,10 +10,8 @@ const PREFIX_LEN: usize = 4 + 4 * 4;
 
 /// Channel-level header ids.
 pub mod header {
-    pub const CONNECTION_ID: i32 = 0;
     pub const REPLY_FOR: i32 = 1;
     pub const RESULT_SUCCESS: i32 = 2;
-    pub const HELLO_VERSION: i32 = 4;
     pub const ROUTER_ID: i32 = 8;
     /// Reflected by the router in replies (e.g. latency probe timestamps).
     pub const LATENCY_TIMESTAMP: i32 = 128;

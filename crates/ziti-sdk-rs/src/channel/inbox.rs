@@ -141,17 +141,23 @@ mod tests {
         tx.push(data(0), Duration::ZERO).await.unwrap();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn over_budget_waits_for_progress() {
         let (tx, mut rx) = Inbox::new(100);
         tx.push(data(100), STALL).await.unwrap();
-        let reader = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            rx.recv().await.unwrap();
-            rx
-        });
-        tx.push(data(60), Duration::from_secs(5)).await.unwrap();
-        reader.await.unwrap();
+        let push = tx.push(data(60), STALL);
+        tokio::pin!(push);
+
+        // Still waiting just short of the stall limit (the paused clock jumps there).
+        let waited = tokio::time::timeout(STALL - Duration::from_millis(1), &mut push).await;
+        assert!(waited.is_err(), "the push went over budget without waiting: {waited:?}");
+
+        // The reader takes the first message: the push completes with no more time passing.
+        assert!(matches!(rx.recv().await, Some(Event::Message(m)) if m.body.len() == 100));
+        let progress_at = tokio::time::Instant::now();
+        push.await.expect("the push fails after progress");
+        assert_eq!(tokio::time::Instant::now(), progress_at, "the push did not complete on progress");
+        assert!(matches!(rx.recv().await, Some(Event::Message(m)) if m.body.len() == 60));
     }
 
     #[tokio::test]

@@ -2,10 +2,12 @@
 
 pub(crate) mod connection;
 pub(crate) mod flow;
-pub mod frame;
+pub(crate) mod frame;
 pub(crate) mod inbox;
 mod pump;
+mod shared;
 pub(crate) mod xgress;
 
-pub(crate) use connection::{Channel, ChannelSettings, ConnKind};
+pub(crate) use connection::Channel;
 pub(crate) use inbox::{Event, Inbox};
+pub(crate) use shared::{ChannelSettings, ConnKind};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
 
-use super::connection::{Channel, Closed, ConnKind, REJECTION_WINDOW, Route, Shared, WRITE_BATCH, lock};
 use super::frame::{self, FrameCodec, Message};
+use super::shared::{Closed, ConnKind, REJECTION_WINDOW, Route, Shared, WRITE_BATCH, lock};
 use crate::edge;
 
 /// Reads the next frame; `None` at a clean end of stream.
@@ -155,30 +155,5 @@ async fn dispatch(shared: &Shared, message: Message) {
         sink.lose("receive queue overflow: the application stopped reading");
         let closed = edge::state_closed(conn_id, "receiver stalled");
         let _ = shared.control.send(Message { sequence: shared.sequence.fetch_add(1, Ordering::Relaxed), ..closed });
-    }
-}
-
-/// Sends a latency probe every `interval`; a router that does not answer within the
-/// interval is taken for dead and the channel is closed (its listeners bind again).
-pub(super) async fn probe_loop(channel: Channel, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        if channel.is_closed() {
-            return;
-        }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let probe = Message::new(frame::content::LATENCY, Vec::new())
-            .with_header(frame::header::LATENCY_TIMESTAMP, now.to_le_bytes().to_vec());
-        let sent = Instant::now();
-        match channel.request(probe, interval).await {
-            Ok(_) => tracing::trace!(router = channel.router(), latency = ?sent.elapsed(), "latency probe answered"),
-            Err(err) => {
-                if !channel.is_closed() {
-                    tracing::warn!(router = channel.router(), %err, "edge router stopped answering; closing the channel");
-                    channel.close();
-                }
-                return;
-            }
-        }
     }
 }

@@ -103,6 +103,8 @@ impl ZitiContext {
         Self::with_options(identity, ContextOptions::default()).await
     }
 
+    /// Logs in with `identity` using `options`: finds the controller's login method,
+    /// logs in and starts keeping the API session fresh.
     pub async fn with_options(identity: Identity, options: ContextOptions) -> Result<Self, Error> {
         let controller = Controller::connect(&identity, options.force_legacy_auth).await?;
         let router_tls = crate::tls::client_config(&identity, &[])?;

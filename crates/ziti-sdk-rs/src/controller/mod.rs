@@ -14,7 +14,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 pub(crate) use jwt::claims;
-pub use services::{EdgeRouter, Service, ServiceSession, SessionType};
+pub(crate) use services::ServiceSession;
+pub use services::{Service, SessionType};
 
 use crate::error::Error;
 use crate::identity::Identity;

@@ -13,16 +13,20 @@ use crate::error::Error;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
+    /// The controller's id for the service.
     pub id: String,
+    /// The service's name.
     pub name: String,
     /// `"Bind"` and/or `"Dial"`.
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// Whether connections to the service must be end-to-end encrypted.
     #[serde(default)]
     pub encryption_required: bool,
 }
 
 impl Service {
+    /// Whether this identity may open `kind` sessions for the service.
     pub fn can(&self, kind: SessionType) -> bool {
         self.permissions.iter().any(|p| p == kind.as_str())
     }
@@ -31,11 +35,14 @@ impl Service {
 /// Whether a session hosts (Bind) or reaches (Dial) a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionType {
+    /// Hosting the service.
     Bind,
+    /// Connecting to the service.
     Dial,
 }
 
 impl SessionType {
+    /// The name the controller uses for it (`"Bind"`, `"Dial"`).
     pub fn as_str(self) -> &'static str {
         match self {
             SessionType::Bind => "Bind",
@@ -54,18 +61,16 @@ impl SessionType {
 /// An edge router offered for a session.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EdgeRouter {
+pub(crate) struct EdgeRouter {
     #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub is_online: bool,
+    pub(crate) is_online: bool,
     #[serde(default)]
     supported_protocols: std::collections::HashMap<String, String>,
 }
 
 impl EdgeRouter {
     /// The router's TLS edge address as `host:port`, when it offers one.
-    pub fn tls_address(&self) -> Option<String> {
+    pub(crate) fn tls_address(&self) -> Option<String> {
         let url = self.supported_protocols.get("tls")?;
         let address = url.strip_prefix("tls://").or_else(|| url.strip_prefix("tls:"))?;
         Some(address.to_owned())
@@ -75,11 +80,11 @@ impl EdgeRouter {
 /// A Bind or Dial service session.
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ServiceSession {
-    pub id: String,
+pub(crate) struct ServiceSession {
+    pub(crate) id: String,
     pub(crate) token: Zeroizing<String>,
     #[serde(default)]
-    pub edge_routers: Vec<EdgeRouter>,
+    pub(crate) edge_routers: Vec<EdgeRouter>,
 }
 
 impl fmt::Debug for ServiceSession {

@@ -1,6 +1,6 @@
 //! API session refresh: new tokens reach the router (UpdateToken) and hosting goes on.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ziti_sdk::{ContextOptions, Identity, ZitiContext};
@@ -17,9 +17,19 @@ async fn refreshed_sessions_keep_hosting_and_dialing() {
     let mut listener = context.listen(&network.service_name).await.unwrap();
     let first_expiry = context.session_expires_at();
 
-    // Several refreshes, each followed by UpdateToken on the open router channel.
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    assert!(context.session_expires_at() > first_expiry, "the access token was refreshed");
+    // Several refreshes, each followed by UpdateToken on the open router channel: three
+    // later expiries seen (each refresh moves it on; at most 2 s apart).
+    let mut expiries = vec![first_expiry];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while expiries.len() < 4 {
+        assert!(Instant::now() < deadline, "refreshed {} times in 20 s", expiries.len() - 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let expiry = context.session_expires_at();
+        if expiries.last() != Some(&expiry) {
+            assert!(expiries.last() < Some(&expiry), "the expiry went back: {expiries:?}, then {expiry:?}");
+            expiries.push(expiry);
+        }
+    }
 
     let client = ZitiContext::from_file(&network.client_identity).await.unwrap();
     let dial = tokio::spawn({
