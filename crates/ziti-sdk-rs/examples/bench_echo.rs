@@ -68,6 +68,35 @@ async fn overlay(identity: &str, service: &str) -> Result<(), Box<dyn std::error
 }
 
 async fn tcp(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    serve_tcp(addr, echo).await
+}
+
+/// Every accepted TCP connection becomes one overlay dial, piped both ways until both sides close.
+async fn proxy(identity: &str, service: &str, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let context = ZitiContext::from_file(identity).await?;
+    let service = service.to_owned();
+    serve_tcp(addr, move |mut conn| {
+        let (context, service) = (context.clone(), service.clone());
+        async move {
+            match context.dial(&service).await {
+                Ok(mut overlay) => {
+                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut conn, &mut overlay, COPY_BUFFER, COPY_BUFFER)
+                        .await;
+                }
+                Err(err) => eprintln!("bench_echo proxy: dialing {service}: {err}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Accepts TCP connections on `addr` (Nagle off) and serves each in a task of its own,
+/// until SIGTERM or Ctrl-C.
+async fn serve_tcp<F, Served>(addr: &str, serve: F) -> Result<(), Box<dyn std::error::Error>>
+where
+    F: Fn(tokio::net::TcpStream) -> Served,
+    Served: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("ready");
     let mut term = signal(SignalKind::terminate())?;
@@ -76,37 +105,7 @@ async fn tcp(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
             conn = listener.accept() => {
                 let (conn, _) = conn?;
                 conn.set_nodelay(true)?;
-                tokio::spawn(echo(conn));
-            }
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-    }
-}
-
-/// Every accepted TCP connection becomes one overlay dial, piped both ways until both sides close.
-async fn proxy(identity: &str, service: &str, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let context = ZitiContext::from_file(identity).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("ready");
-    let mut term = signal(SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            conn = listener.accept() => {
-                let (mut conn, _) = conn?;
-                conn.set_nodelay(true)?;
-                let (context, service) = (context.clone(), service.to_owned());
-                tokio::spawn(async move {
-                    match context.dial(&service).await {
-                        Ok(mut overlay) => {
-                            let _ = tokio::io::copy_bidirectional_with_sizes(
-                                &mut conn, &mut overlay, COPY_BUFFER, COPY_BUFFER,
-                            )
-                            .await;
-                        }
-                        Err(err) => eprintln!("bench_echo proxy: dialing {service}: {err}"),
-                    }
-                });
+                tokio::spawn(serve(conn));
             }
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),

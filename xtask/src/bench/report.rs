@@ -70,20 +70,8 @@ fn section(
         let cell = |target| samples.get(measure, target);
         let (rust, tunnel, demo, tcp) =
             (cell(Target::Rust), cell(Target::TunnelHost), cell(Target::Demo), cell(Target::Tcp));
-        let rust_tunnel = ratio(rust, tunnel);
-        writeln!(
-            out,
-            "| {} ({}) | {} | {} | **{}** | {} | {} | {} | {} |",
-            measure.label(sizes.idle_conns),
-            measure.unit(),
-            value(rust),
-            value(tunnel),
-            times(rust_tunnel),
-            target(measure, rust_tunnel),
-            value(demo),
-            value(tcp),
-            times(ratio(rust, tcp)),
-        )?;
+        let rest = [value(demo), value(tcp), times(ratio(rust, tcp))];
+        writeln!(out, "{}", against_tunnel_host(measure, sizes.idle_conns, rust, tunnel, &rest))?;
     }
     writeln!(
         out,
@@ -97,19 +85,8 @@ fn section(
     for measure in Measure::ALL {
         let cell = |target| samples.get(measure, target);
         let (rust, tunnel) = (cell(Target::RustViaRustDial), cell(Target::TunnelHostViaRustDial));
-        let rust_tunnel = ratio(rust, tunnel);
-        writeln!(
-            out,
-            "| {} ({}) | {} | {} | **{}** | {} | {} | {} |",
-            measure.label(sizes.idle_conns),
-            measure.unit(),
-            value(rust),
-            value(tunnel),
-            times(rust_tunnel),
-            target(measure, rust_tunnel),
-            times(ratio(rust, cell(Target::Rust))),
-            times(ratio(tunnel, cell(Target::TunnelHost))),
-        )?;
+        let rest = [times(ratio(rust, cell(Target::Rust))), times(ratio(tunnel, cell(Target::TunnelHost)))];
+        writeln!(out, "{}", against_tunnel_host(measure, sizes.idle_conns, rust, tunnel, &rest))?;
     }
     let per_gib = |target| samples.get(Measure::CpuPerGib, target).map(|s| s.median / floor);
     let (rust_x, tunnel_x) = (per_gib(Target::Rust), per_gib(Target::TunnelHost));
@@ -162,6 +139,28 @@ fn section(
     writeln!(out, "\n![Rust host relative to ziti tunnel host](docs/benchmarks.svg)")?;
     write!(out, "{END}")?;
     Ok(out)
+}
+
+/// One table row: the measure, the Rust host, `ziti tunnel host`, their ratio and its
+/// target, then `rest`.
+fn against_tunnel_host(
+    measure: Measure,
+    idle_conns: usize,
+    rust: Option<Summary>,
+    tunnel: Option<Summary>,
+    rest: &[String],
+) -> String {
+    let rust_tunnel = ratio(rust, tunnel);
+    format!(
+        "| {} ({}) | {} | {} | **{}** | {} | {} |",
+        measure.label(idle_conns),
+        measure.unit(),
+        value(rust),
+        value(tunnel),
+        times(rust_tunnel),
+        target(measure, rust_tunnel),
+        rest.join(" | "),
+    )
 }
 
 fn value(summary: Option<Summary>) -> String {
