@@ -53,8 +53,16 @@ pub(crate) async fn serve(binding: &mut Binding, accepted: &Accepted) -> Ended {
             }
             content::STATE_CLOSED => {
                 let reason = edge::reason(&message);
-                tracing::warn!(service = %binding.service, %reason, "router ended the bind");
-                return Ended::Closed(Error::BindFailed { service: binding.service.clone(), reason });
+                let ended = Error::BindFailed { service: binding.service.clone(), reason };
+                if message.header_u32(header::ERROR_CODE) == Some(edge::ERROR_INVALID_SESSION) {
+                    // Only the service session behind the bind ended (v2 routers say so
+                    // with code 3): bind again with a new one; a bind whose access is gone
+                    // for good is refused then, and reported.
+                    tracing::warn!(service = %binding.service, %ended, "the bind's service session ended");
+                    return Ended::Lost(ended);
+                }
+                tracing::warn!(service = %binding.service, %ended, "router ended the bind");
+                return Ended::Closed(ended);
             }
             content::BIND_SUCCESS => tracing::debug!(service = %binding.service, "terminator (re)established"),
             other => tracing::trace!(content_type = other, "ignoring message on the bind"),

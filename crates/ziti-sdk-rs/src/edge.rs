@@ -132,6 +132,10 @@ pub(crate) fn update_token(access_token: &str) -> Message {
     Message::new(content::UPDATE_TOKEN, access_token.as_bytes().to_vec())
 }
 
+/// The error code (header 1014) with which a v2 router ends a bind or connection whose
+/// service session is no longer valid.
+pub(crate) const ERROR_INVALID_SESSION: u32 = 3;
+
 /// The router's reason in a StateClosed or DialFailed, with the error code v2 routers add.
 pub(crate) fn reason(message: &Message) -> String {
     match message.header_u32(header::ERROR_CODE) {

@@ -80,7 +80,19 @@ async fn legacy_api_sessions_host_and_dial() {
     let dial = tokio::spawn({
         let service = network.service_name.clone();
         async move {
-            let mut conn = client.dial(&service).await.expect("legacy dial");
+            // Until the host's terminator takes dials (it is bound again if the router
+            // ends its service session meanwhile).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let mut conn = loop {
+                match client.dial(&service).await {
+                    Ok(conn) => break conn,
+                    Err(err) if tokio::time::Instant::now() < deadline => {
+                        eprintln!("legacy dial not answered yet: {err}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(err) => panic!("legacy dial: {err}"),
+                }
+            };
             conn.write_all(b"lgcy").await.unwrap();
             let mut back = [0u8; 4];
             conn.read_exact(&mut back).await.unwrap();
