@@ -289,8 +289,12 @@ fn a_binding_the_router_ends_is_replaced_without_a_restart() {
     let (mut gateway, proxy) = serving(&network, &[]);
     let first = gateway.leases()[0].clone();
 
-    let out =
-        network.ziti().args(["edge", "update", "identity", &first, "-a", "gateway-test-no-bind"]).output().unwrap();
+    // `--`: a generated id may start with `-`.
+    let out = network
+        .ziti()
+        .args(["edge", "update", "identity", "-a", "gateway-test-no-bind", "--", &first])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let revoked_at = Instant::now();
 
