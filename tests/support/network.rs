@@ -12,12 +12,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ziti_net_kit::EdgeRouter;
+use ziti_net_kit::spire::{
+    Spire, SpireBinaries, SpireError, SpireServer, SpireSettings, WorkloadApi, X509Svid, current_uid,
+};
+use ziti_net_kit::third_party_ca;
 
 /// Where the network's description is written, relative to the workspace root.
 pub const ENV_FILE: &str = "target/ziti-net/env";
 
 /// The variables of the env file, each read once here.
-const VARIABLES: [&str; 16] = [
+const VARIABLES: [&str; 22] = [
     "ZITI_BIN",
     "ZITI_VERSION",
     "ZITI_CTRL_URL",
@@ -34,6 +38,12 @@ const VARIABLES: [&str; 16] = [
     "ZITI_MANAGEMENT_BIN",
     "ZITI_NET_HOME",
     "ZITI_ROUTER_CONFIG",
+    "ZITI_CONTROLLER_URL",
+    "ZITI_CONTROLLER_CA",
+    "SPIFFE_ENDPOINT_SOCKET",
+    "SPIFFE_TRUST_DOMAIN",
+    "SPIRE_SERVER_SOCKET",
+    "SPIRE_BIN_DIR",
 ];
 
 /// A running controller, edge router and ziti-management on loopback.
@@ -68,6 +78,19 @@ pub struct ZitiNetwork {
     pub management_bin: PathBuf,
     /// The network's home directory under `target/ziti-net/`.
     pub home: PathBuf,
+    /// The gateway's `ZITI_CONTROLLER_URL` (the controller's API base, as `ctrl_url`).
+    pub controller_url: String,
+    /// The gateway's `ZITI_CONTROLLER_CA`: the controller's CA bundle (root and edge
+    /// signer, as `/.well-known/est/cacerts` serves it).
+    pub controller_ca_bundle: PathBuf,
+    /// The SPIRE agent's Workload API, `unix:///...` (`SPIFFE_ENDPOINT_SOCKET`).
+    pub spiffe_endpoint_socket: String,
+    /// The trust domain of the network's SPIRE, whose root the controller trusts.
+    pub spiffe_trust_domain: String,
+    /// The SPIRE server's admin socket.
+    pub spire_server_socket: PathBuf,
+    /// The directory holding `spire-server` and `spire-agent`.
+    pub spire_bin_dir: PathBuf,
 }
 
 impl ZitiNetwork {
@@ -117,6 +140,12 @@ impl ZitiNetwork {
             management_admin_addr: take("ZITI_MANAGEMENT_ADMIN_ADDR"),
             management_bin: take("ZITI_MANAGEMENT_BIN").into(),
             home: take("ZITI_NET_HOME").into(),
+            controller_url: take("ZITI_CONTROLLER_URL"),
+            controller_ca_bundle: take("ZITI_CONTROLLER_CA").into(),
+            spiffe_endpoint_socket: take("SPIFFE_ENDPOINT_SOCKET"),
+            spiffe_trust_domain: take("SPIFFE_TRUST_DOMAIN"),
+            spire_server_socket: take("SPIRE_SERVER_SOCKET").into(),
+            spire_bin_dir: take("SPIRE_BIN_DIR").into(),
         })
     }
 
@@ -147,6 +176,167 @@ impl ZitiNetwork {
         let mut command = Command::new(&self.ziti_bin);
         command.env("ZITI_CONFIG_DIR", &self.config_dir);
         command
+    }
+}
+
+/// How long a new SPIRE entry may take to reach the agent (it syncs about every 5 s).
+pub const SVID_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ZitiNetwork {
+    /// The gateway's settings for taking its identity from SPIRE: the Workload API and
+    /// the controller it logs in to.
+    pub fn spiffe_env(&self) -> [(&'static str, String); 3] {
+        [
+            ("SPIFFE_ENDPOINT_SOCKET", self.spiffe_endpoint_socket.clone()),
+            ("ZITI_CONTROLLER_URL", self.controller_url.clone()),
+            ("ZITI_CONTROLLER_CA", self.controller_ca_bundle.to_string_lossy().into_owned()),
+        ]
+    }
+
+    /// The network's SPIRE agent, for this process's uid.
+    pub fn workload_api(&self) -> WorkloadApi {
+        let socket = self.spiffe_endpoint_socket.strip_prefix("unix://").unwrap_or(&self.spiffe_endpoint_socket);
+        WorkloadApi::new(&self.spire_bin_dir, Path::new(socket))
+    }
+
+    /// The network's SPIRE server.
+    pub fn spire_server(&self) -> SpireServer {
+        SpireServer::new(&self.spire_bin_dir, &self.spire_server_socket, &self.spiffe_trust_domain)
+    }
+
+    /// The SPIFFE ID `ziti-up` registered for the gateway (this uid, X.509-SVID TTL 120 s);
+    /// the identity `gateway-spiffe` (`#gateway-hosts`) has it as its external id.
+    pub fn gateway_spiffe_id(&self) -> String {
+        format!("spiffe://{}/gateway", self.spiffe_trust_domain)
+    }
+
+    /// `spiffe://<trust domain>/<path>` in the network's trust domain.
+    pub fn spiffe_id(&self, path: &str) -> String {
+        format!("spiffe://{}/{}", self.spiffe_trust_domain, path.trim_start_matches('/'))
+    }
+
+    /// Registers `spiffe_id` (in the network's trust domain) for this process's uid, its
+    /// X.509-SVIDs living `x509_svid_ttl`; the entry is deleted when the guard drops.
+    /// An entry that a killed test left for the same SPIFFE ID is replaced (so is one a
+    /// concurrent run of the same test holds: give concurrent tests their own IDs).
+    ///
+    /// # Panics
+    /// When SPIRE refuses it.
+    pub fn create_spiffe_entry(&self, spiffe_id: &str, x509_svid_ttl: Duration) -> SpiffeEntry {
+        let server = self.spire_server();
+        let uid = current_uid().unwrap_or_else(|err| panic!("this process's uid: {err}"));
+        let create = || server.create_entry(spiffe_id, uid, x509_svid_ttl);
+        let created = match create() {
+            Err(SpireError::EntryExists { .. }) => {
+                let leftovers = server.entry_ids(spiffe_id).unwrap_or_default();
+                for leftover in leftovers {
+                    let _ = server.delete_entry(&leftover);
+                }
+                create()
+            }
+            other => other,
+        };
+        let id = created.unwrap_or_else(|err| panic!("creating the SPIRE entry {spiffe_id}: {err}"));
+        SpiffeEntry { server, id, spiffe_id: spiffe_id.to_owned() }
+    }
+
+    /// An OpenZiti identity `name` that logs in with an X.509-SVID of `external_id`
+    /// (no enrollment, the cert-only auth policy that refuses expired certificates),
+    /// with `role_attributes` (e.g. `gateway-hosts`). Returns its id; an existing one of
+    /// that name is updated.
+    ///
+    /// # Panics
+    /// When the controller refuses it.
+    pub fn spiffe_identity(&self, name: &str, external_id: &str, role_attributes: &[&str]) -> String {
+        let policy = third_party_ca::cert_only_auth_policy(|| self.ziti(), third_party_ca::SPIFFE_AUTH_POLICY)
+            .unwrap_or_else(|err| panic!("the auth policy {}: {err}", third_party_ca::SPIFFE_AUTH_POLICY));
+        third_party_ca::external_id_identity(|| self.ziti(), name, external_id, &policy, role_attributes)
+            .unwrap_or_else(|err| panic!("the identity {name}: {err}"))
+    }
+
+    /// A second SPIRE (server and agent) with its own root and `trust_domain`, which
+    /// the controller does not trust unless a test registers it; stopped and its
+    /// directory (under the network's home, so `ziti-down` ends a stray one) removed
+    /// when dropped.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    pub fn start_throwaway_spire(&self, trust_domain: &str) -> ThrowawaySpire {
+        let binaries = SpireBinaries::in_dir(&self.spire_bin_dir, ziti_net_kit::spire::Found::BinDirEnv)
+            .unwrap_or_else(|err| panic!("SPIRE in {}: {err}", self.spire_bin_dir.display()));
+        let dir = self.home.join(format!("spire-{trust_domain}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // a leftover of a killed run with a recycled pid
+        let settings = SpireSettings { binaries: &binaries, trust_domain, dir: &dir };
+        let spire = Spire::start(&settings, &mut |_| {})
+            .unwrap_or_else(|err| panic!("starting a throwaway SPIRE for {trust_domain}: {err}"));
+        ThrowawaySpire { spire: Some(spire), dir }
+    }
+}
+
+/// A SPIRE registration entry for this uid, deleted when dropped.
+#[derive(Debug)]
+pub struct SpiffeEntry {
+    server: SpireServer,
+    /// SPIRE's id of the entry.
+    pub id: String,
+    /// The SPIFFE ID it issues.
+    pub spiffe_id: String,
+}
+
+impl Drop for SpiffeEntry {
+    fn drop(&mut self) {
+        let _ = self.server.delete_entry(&self.id);
+    }
+}
+
+/// A SPIRE of its own for one test, see [`ZitiNetwork::start_throwaway_spire`].
+#[derive(Debug)]
+pub struct ThrowawaySpire {
+    spire: Option<Spire>,
+    dir: PathBuf,
+}
+
+impl ThrowawaySpire {
+    /// The running SPIRE (its server, Workload API, root CA).
+    pub fn spire(&self) -> &Spire {
+        self.spire.as_ref().unwrap_or_else(|| unreachable!("present until dropped"))
+    }
+
+    /// Stops its agent: the Workload API goes away, the server and entries stay.
+    pub fn stop_agent(&mut self) -> Result<(), SpireError> {
+        self.spire.as_mut().map_or(Ok(()), Spire::stop_agent)
+    }
+
+    /// Starts its agent again after [`ThrowawaySpire::stop_agent`] and waits until it
+    /// is healthy (it has to sync before it issues SVIDs again).
+    pub fn start_agent(&mut self) -> Result<(), SpireError> {
+        self.spire.as_mut().map_or(Ok(()), Spire::start_agent)
+    }
+
+    /// Registers `spiffe_id` for this uid and waits for the agent to issue its
+    /// X.509-SVID (the entry stays until the SPIRE is dropped).
+    ///
+    /// # Panics
+    /// When SPIRE refuses the entry or issues no SVID within [`SVID_TIMEOUT`].
+    pub fn issue_svid(&self, spiffe_id: &str, x509_svid_ttl: Duration) -> X509Svid {
+        let uid = current_uid().unwrap_or_else(|err| panic!("this process's uid: {err}"));
+        self.spire()
+            .server()
+            .create_entry(spiffe_id, uid, x509_svid_ttl)
+            .unwrap_or_else(|err| panic!("creating the SPIRE entry {spiffe_id}: {err}"));
+        self.spire()
+            .workload_api()
+            .wait_for_svid(spiffe_id, SVID_TIMEOUT)
+            .unwrap_or_else(|err| panic!("the SVID {spiffe_id}: {err}"))
+    }
+}
+
+impl Drop for ThrowawaySpire {
+    fn drop(&mut self) {
+        if let Some(spire) = self.spire.take() {
+            let _ = spire.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -7,7 +7,7 @@
 //! - `proto-lint` / `proto-breaking`: `buf lint` on the contract, and `buf breaking`
 //!   against the contract as it was before the change under review (from git).
 //! - `ziti-up [--ziti-version V]` / `ziti-down`: start or stop a real OpenZiti network
-//!   on loopback (controller, edge router, ziti-management), described in
+//!   on loopback (controller, edge router, SPIRE, ziti-management), described in
 //!   `target/ziti-net/env`; the release is `--ziti-version`, else `ZITI_VERSION`, else
 //!   the `ziti` found first (v1.6.20 from `../shared`).
 //! - `test [--ziti-version V] [--network-only]`: every test of the workspace against
@@ -34,10 +34,11 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <regen-proto [--check] | install-buf | proto-lint | proto-breaking | ziti-up [--ziti-version V] | ziti-down | test [--ziti-version V] [--network-only] | bench [--quick] [--reps N] [--idle N] [--bulk-mib N] [--no-gateway]>";
 
 /// The test targets that run against the real network, as `cargo test` arguments.
-const NETWORK_SUITES: [&[&str]; 3] = [
+const NETWORK_SUITES: [&[&str]; 4] = [
     &["-p", "ziti-sdk-rs", "--test", "network"],
     &["-p", "gateway-bin", "--test", "overlay"],
     &["-p", "zitimgmt-server", "--tests"],
+    &["-p", "workspace-tests", "--test", "spiffe"],
 ];
 
 fn main() -> ExitCode {

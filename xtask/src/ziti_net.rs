@@ -4,13 +4,15 @@
 //! 127.0.0.1; the edge router is configured, enrolled and run as a process of its own
 //! (the quickstart's built-in router listens on 0.0.0.0, and a separate router can be
 //! restarted by tests). Then the project's service and policies are provisioned, a
-//! client identity enrolled, and `ziti-management` started against the controller.
+//! client identity enrolled, SPIRE started and trusted by the controller (the gateway's
+//! SPIFFE identity, see `spiffe`), and `ziti-management` started against the controller.
 
 pub(crate) mod cli;
 pub(crate) mod layout;
 pub(crate) mod locate;
 mod process;
 mod provision;
+mod spiffe;
 mod tls;
 
 use std::fmt::Write as _;
@@ -22,6 +24,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ziti_net_kit::spire::WorkloadApi;
 
 use self::cli::Cli;
 use self::layout::{ADMIN_USER, CLIENT_NAME, Layout, ROUTER_NAME, SERVICE_NAME};
@@ -162,6 +165,7 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
 
     provision::service_and_policies(&cli)?;
     provision::client_identity(&cli, layout)?;
+    let spire = spiffe::start(root, &cli, layout)?;
 
     fs::write(layout.admin_password_file(), &password)?;
     fs::set_permissions(layout.admin_password_file(), fs::Permissions::from_mode(0o600))?;
@@ -182,7 +186,7 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
         Ok(crate::smoke::get(&admin, "/readyz").is_ok_and(|response| response.starts_with("HTTP/1.1 200")))
     })?;
 
-    write_env(layout, &ziti, &version, &management, &ports, &password)
+    write_env(layout, &ziti, &version, &management, &ports, &password, &spire)
 }
 
 /// Polls `ready` every 250 ms, showing progress, until it says yes or `START_TIMEOUT`
@@ -218,7 +222,8 @@ fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> Result<bool>) -
     }
 }
 
-/// A network is running when every recorded process is alive and ziti-management is ready.
+/// A network is running when every recorded process is alive, ziti-management is ready
+/// and the SPIRE agent is healthy.
 fn is_running(layout: &Layout) -> bool {
     let Ok(recorded) = fs::read_to_string(layout.pids()) else { return false };
     let pids: Vec<u32> = recorded.lines().filter_map(|line| line.split_whitespace().nth(1)?.parse().ok()).collect();
@@ -227,9 +232,19 @@ fn is_running(layout: &Layout) -> bool {
         .lines()
         .find_map(|line| line.strip_prefix("export ZITI_MANAGEMENT_ADMIN_ADDR="))
         .map(|v| v.trim_matches('\''));
-    // A network from before ziti-management served TLS is replaced, not reused.
-    let tls = env.lines().any(|line| line.starts_with("export ZITI_MANAGEMENT_TLS_CA="));
-    tls && pids.len() == 3
+    let value = |name: &str| {
+        let prefix = format!("export {name}=");
+        env.lines().find_map(|line| line.strip_prefix(prefix.as_str())).map(|v| v.trim_matches('\'').to_owned())
+    };
+    // A network from before ziti-management served TLS, or from before SPIRE, is replaced.
+    let tls = value("ZITI_MANAGEMENT_TLS_CA").is_some();
+    let spire_healthy =
+        value("SPIRE_BIN_DIR").zip(value("SPIFFE_ENDPOINT_SOCKET")).is_some_and(|(bin_dir, endpoint)| {
+            let socket = endpoint.strip_prefix("unix://").unwrap_or(&endpoint).to_owned();
+            WorkloadApi::new(Path::new(&bin_dir), Path::new(&socket)).healthy()
+        });
+    tls && spire_healthy
+        && pids.len() == 5
         && pids.iter().all(|pid| process::is_ours(*pid, &layout.marker()))
         && admin.is_some_and(|admin| crate::smoke::get(admin, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
 }
@@ -254,14 +269,20 @@ fn write_env(
     management: &Path,
     ports: &Ports,
     password: &str,
+    spire: &spiffe::Running,
 ) -> Result<()> {
     let quote = |value: &str| format!("'{}'", value.replace('\'', "'\\''"));
     let path = |p: &Path| quote(&p.to_string_lossy());
+    let ctrl_url = format!("https://127.0.0.1:{}", ports.controller);
     let lines = [
         ("ZITI_BIN", path(ziti)),
         (locate::VERSION_ENV, quote(version)),
-        ("ZITI_CTRL_URL", quote(&format!("https://127.0.0.1:{}", ports.controller))),
+        ("ZITI_CTRL_URL", quote(&ctrl_url)),
         ("ZITI_CTRL_CA", path(&layout.root_ca())),
+        // The gateway's names: the controller an SVID logs in to and the CA bundle it is
+        // trusted with, which also pin what a leased identity may point at.
+        ("ZITI_CONTROLLER_URL", quote(&ctrl_url)),
+        ("ZITI_CONTROLLER_CA", path(&layout.controller_ca_bundle())),
         ("ZITI_ADMIN_USER", quote(ADMIN_USER)),
         ("ZITI_ADMIN_PASSWORD", quote(password)),
         ("ZITI_CONFIG_DIR", path(&layout.cli_config())),
@@ -274,6 +295,10 @@ fn write_env(
         ("ZITI_MANAGEMENT_ADMIN_ADDR", quote(&format!("127.0.0.1:{}", ports.management_admin))),
         ("ZITI_MANAGEMENT_BIN", path(management)),
         ("ZITI_NET_HOME", path(&layout.home)),
+        ("SPIFFE_ENDPOINT_SOCKET", quote(&spire.workload_endpoint)),
+        ("SPIFFE_TRUST_DOMAIN", quote(spiffe::TRUST_DOMAIN)),
+        ("SPIRE_SERVER_SOCKET", path(&spire.server_socket)),
+        (ziti_net_kit::spire::BIN_DIR_ENV, path(&spire.bin_dir)),
     ];
     let mut text = format!("# The OpenZiti network of `cargo xtask ziti-up` (client identity: {CLIENT_NAME}).\n");
     for (name, value) in lines {
@@ -310,7 +335,9 @@ fn random_password() -> Result<String> {
 /// removes them).
 pub fn show_logs(root: &Path) {
     let layout = Layout::new(root);
-    for name in ["controller", "router", "ziti-management"] {
-        eprintln!("--- {} (last lines) ---\n{}", layout.log(name).display(), process::tail(&layout.log(name), 40));
+    let spire = ["spire-server", "spire-agent"].map(|name| layout.spire_dir().join(format!("{name}.log")));
+    let logs = ["controller", "router", "ziti-management"].map(|name| layout.log(name));
+    for log in logs.iter().chain(&spire) {
+        eprintln!("--- {} (last lines) ---\n{}", log.display(), process::tail(log, 40));
     }
 }

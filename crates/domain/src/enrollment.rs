@@ -12,8 +12,8 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::error::{AttemptFailure, InstallError, ProviderError};
-use crate::identity::{IdentityId, ServiceType};
-use crate::ports::{BindingEnded, IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver};
+use crate::identity::{IdentityId, IdentityJson, ServiceType};
+use crate::ports::{BindingEnded, IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver, Rotation};
 
 /// A lease in use: its identity and, when the server said, when it runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +38,8 @@ pub enum EnrollError {
     /// The provider refused in a way retrying cannot fix.
     #[error(transparent)]
     Refused(ProviderError),
-    /// The leased identity could not be put to use; its lease was given back.
-    #[error("identity {id} was leased but could not be used (lease released)")]
+    /// The identity could not be put to use; its lease was given back.
+    #[error("identity {id} could not be used (its lease was given back)")]
     Install { id: IdentityId, source: InstallError },
     /// Enrollment was cancelled (shutdown).
     #[error("enrollment cancelled")]
@@ -135,6 +135,12 @@ impl Enroller {
     /// Takes a lease's identity out of use (see [`IdentityInstaller::retire`]).
     pub async fn retire(&self, id: &IdentityId) {
         self.installer.retire(id).await;
+    }
+
+    /// Puts a rotated credential of the identity `id` to use (see
+    /// [`IdentityInstaller::rotate`]).
+    pub async fn rotate(&self, id: &IdentityId, credential: IdentityJson) -> Result<Rotation, InstallError> {
+        self.installer.rotate(id, credential).await
     }
 
     /// Follows the installed identities whose binding ended for good (see

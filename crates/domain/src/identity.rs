@@ -67,13 +67,40 @@ impl fmt::Debug for IdentityJson {
     }
 }
 
-/// What `RequestServiceIdentity` hands out: an identity and the lease that keeps it alive.
+/// What an identity source hands out: an OpenZiti identity (its JSON: controller,
+/// certificate chain, key and CAs, whatever the source) and the lease that keeps it
+/// alive: a ziti-management lease, or the lifetime of an X.509-SVID.
 #[derive(Debug)]
 pub struct LeasedIdentity {
     pub id: IdentityId,
     pub identity_json: IdentityJson,
     /// How long the lease has left, when the server says so.
     pub expires_in: Option<Duration>,
+}
+
+/// What keeping a lease gives: how long it has left now and, from a source whose
+/// credentials rotate (SPIFFE), the identity's current credential, to be used from now
+/// on if it is not the one in use.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Renewal {
+    /// How long the lease has left, when the source says so.
+    pub expires_in: Option<Duration>,
+    /// The identity's current credential, for sources that rotate it.
+    pub credential: Option<IdentityJson>,
+}
+
+impl Renewal {
+    /// A lease extended; the credential stays as it is.
+    pub fn extended(expires_in: Option<Duration>) -> Self {
+        Self { expires_in, credential: None }
+    }
+
+    /// The same identity with `credential`, valid for `expires_in` (a rotating source
+    /// hands it out at every renewal; the installer knows whether it is new).
+    pub fn with_credential(credential: IdentityJson, expires_in: Option<Duration>) -> Self {
+        Self { expires_in, credential: Some(credential) }
+    }
 }
 
 #[cfg(test)]

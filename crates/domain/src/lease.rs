@@ -1,5 +1,6 @@
-//! Lease keeping: extend the lease on time, retry failures before it runs out, enroll
-//! again when it is gone, and end it (retire, release) when stopped. The keeper owns
+//! Lease keeping: extend the lease on time (or, for a source whose credentials rotate,
+//! put each new credential to use), retry failures before it runs out, enroll again
+//! when it is gone, and end it (retire, release) when stopped. The keeper owns
 //! the whole life of a lease, so a caller's shutdown is: cancel, await.
 
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::enrollment::{EnrollError, Enroller, Lease};
 use crate::error::ProviderError;
-use crate::identity::IdentityId;
-use crate::ports::{BindingEnded, IdentityProvider, LeaseEvent, LeaseObserver, LossReason};
+use crate::identity::{IdentityId, Renewal};
+use crate::ports::{BindingEnded, IdentityProvider, LeaseEvent, LeaseObserver, LossReason, Rotation};
 
 /// The shortest wait between attempts, so a lease about to expire is not hammered.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -137,11 +138,40 @@ impl LeaseKeeper {
                 extended = self.provider.extend_lease(&lease.id).instrument(lease_span(&lease)) => extended,
             };
             match extended {
-                Ok(expires_in) => {
+                Ok(Renewal { expires_in, credential: None, .. }) => {
                     retry.reset();
                     lease.expires_at = expires_in.map(|left| Instant::now() + left);
                     self.observer.observe(&LeaseEvent::Renewed { id: lease.id.clone(), expires_in });
                     wait = self.policy.renewal_wait(expires_in);
+                }
+                Ok(Renewal { expires_in, credential: Some(credential), .. }) => {
+                    let rotated = tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return self.end(lease, StopCause::Cancelled).await,
+                        rotated = self.enroller.rotate(&lease.id, credential).instrument(lease_span(&lease)) => rotated,
+                    };
+                    match rotated {
+                        Ok(rotation) => {
+                            retry.reset();
+                            lease.expires_at = expires_in.map(|left| Instant::now() + left);
+                            let id = lease.id.clone();
+                            self.observer.observe(&match rotation {
+                                Rotation::Unchanged => LeaseEvent::Renewed { id, expires_in },
+                                _ => LeaseEvent::Rotated { id, expires_in },
+                            });
+                            wait = self.policy.renewal_wait(expires_in);
+                        }
+                        Err(error) => {
+                            // The credential in use stays valid until its own expiry:
+                            // try again before then.
+                            wait = LeasePolicy::retry_wait(retry.next_delay(), left(&lease));
+                            self.observer.observe(&LeaseEvent::RotationFailed {
+                                id: lease.id.clone(),
+                                error: Arc::new(error),
+                                retry_in: wait,
+                            });
+                        }
+                    }
                 }
                 Err(error @ ProviderError::Transient(_)) => {
                     wait = LeasePolicy::retry_wait(retry.next_delay(), left(&lease));

@@ -19,4 +19,4 @@ mod test_support;
 
 pub use caller::{Admission, Caller, CallerIdentity, Principal, Refusal, Transport, UnverifiedCallers};
 pub use error::{AttemptFailure, Cause, InstallError, ListenError, ProviderError, ResolveError};
-pub use identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};
+pub use identity::{IdentityId, IdentityJson, LeasedIdentity, Renewal, ServiceType};

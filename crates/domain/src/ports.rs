@@ -10,18 +10,21 @@ use tokio::sync::watch;
 
 use crate::caller::{Caller, CallerIdentity, Principal};
 use crate::error::{AttemptFailure, InstallError, ListenError, ProviderError, ResolveError};
-use crate::identity::{IdentityId, LeasedIdentity, ServiceType};
+use crate::identity::{IdentityId, IdentityJson, LeasedIdentity, Renewal, ServiceType};
 
-/// Hands out leased identities and keeps their leases (ziti-management).
+/// An identity source: hands out identities and keeps them valid over time, by
+/// extending a lease (ziti-management) or by rotating the credential (a SPIFFE
+/// X.509-SVID). The same lease keeping serves both.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait IdentityProvider: Send + Sync {
-    /// Creates, enrolls and leases a new identity (`RequestServiceIdentity`).
+    /// Hands out an identity to use now (`RequestServiceIdentity`, or the current SVID).
     async fn request_identity(&self, service: ServiceType) -> Result<LeasedIdentity, ProviderError>;
 
-    /// Extends the lease (`ExtendIdentityLease`); returns what is left of it when the
-    /// server says. `ProviderError::LeaseGone` when the lease no longer exists.
-    async fn extend_lease(&self, id: &IdentityId) -> Result<Option<Duration>, ProviderError>;
+    /// Keeps the lease (`ExtendIdentityLease`, or a look at the current SVID): what is
+    /// left of it when the source says, and the current credential for sources that
+    /// rotate it. `ProviderError::LeaseGone` when the lease no longer exists.
+    async fn extend_lease(&self, id: &IdentityId) -> Result<Renewal, ProviderError>;
 
     /// Ends the lease at once (best effort; a server may not support it).
     async fn release(&self, id: &IdentityId) -> Result<(), ProviderError>;
@@ -40,11 +43,26 @@ pub trait IdentityInstaller: Send + Sync {
     /// not the one in use is ignored.
     async fn retire(&self, id: &IdentityId);
 
+    /// The identity `id` in use now has `credential` (a rotated certificate for the same
+    /// identity): present it from now on, keeping the binding. `Unchanged` when it is
+    /// the credential in use already. Nothing changes on an error.
+    async fn rotate(&self, id: &IdentityId, credential: IdentityJson) -> Result<Rotation, InstallError>;
+
     /// The latest installed identity whose binding ended for good (the overlay gave up
     /// on it, e.g. the controller no longer accepts it): such a lease is useless even
     /// while it can still be renewed. `None` until one ends; a closed channel means
     /// none ever will.
     fn ended_bindings(&self) -> watch::Receiver<Option<BindingEnded>>;
+}
+
+/// What [`IdentityInstaller::rotate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rotation {
+    /// The credential was the one in use already.
+    Unchanged,
+    /// The new credential is in use.
+    Rotated,
 }
 
 /// An installed identity that can no longer serve, and why (for the log).
@@ -61,6 +79,11 @@ pub enum LeaseEvent {
     Enrolled { id: IdentityId, expires_in: Option<Duration> },
     /// The lease was extended.
     Renewed { id: IdentityId, expires_in: Option<Duration> },
+    /// The identity's credential was rotated (a new certificate, same identity).
+    Rotated { id: IdentityId, expires_in: Option<Duration> },
+    /// A rotated credential could not be put to use; the one in use stays until the
+    /// next attempt, after `retry_in`.
+    RotationFailed { id: IdentityId, error: Arc<InstallError>, retry_in: Duration },
     /// An extension failed; the next attempt comes after `retry_in`.
     RenewalFailed { id: IdentityId, error: Arc<ProviderError>, retry_in: Duration },
     /// The lease is gone; no valid identity is held until the next `Enrolled`.

@@ -131,10 +131,10 @@ impl Lru {
         let entry = LruEntry { stored: Instant::now(), used: tick, answer };
         if let Some(replaced) = self.entries.insert(caller.clone(), entry) {
             self.by_use.remove(&replaced.used);
-        } else if self.entries.len() > self.capacity {
-            if let Some((_, eldest)) = self.by_use.pop_first() {
-                self.entries.remove(&eldest);
-            }
+        } else if self.entries.len() > self.capacity
+            && let Some((_, eldest)) = self.by_use.pop_first()
+        {
+            self.entries.remove(&eldest);
         }
         self.by_use.insert(tick, caller);
     }

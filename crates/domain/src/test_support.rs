@@ -76,7 +76,7 @@ impl Timeline {
         self.origin.elapsed()
     }
 
-    fn record(&self, call: Call) {
+    pub(crate) fn record(&self, call: Call) {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).push((self.now(), call));
     }
 
@@ -194,7 +194,7 @@ impl ProviderMock {
         let timeline = self.timeline.clone();
         self.mock.expect_extend_lease().returning(move |id| {
             timeline.record(Call::Extend(id.as_str().to_owned()));
-            answer(id.as_str(), timeline.now())
+            answer(id.as_str(), timeline.now()).map(crate::Renewal::extended)
         });
         self
     }
@@ -268,7 +268,7 @@ impl IdentityProvider for Hanging {
         self.mock.request_identity(service).await
     }
 
-    async fn extend_lease(&self, id: &IdentityId) -> Result<Option<Duration>, ProviderError> {
+    async fn extend_lease(&self, id: &IdentityId) -> Result<crate::Renewal, ProviderError> {
         let answer = self.mock.extend_lease(id).await;
         if self.extend { std::future::pending().await } else { answer }
     }

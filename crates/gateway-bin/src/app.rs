@@ -19,11 +19,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use ziti_transport::{
     IdentityFileError, IdentityFileStore, ListenerUpdate, OverlayBinder, OverlayInstaller, TcpBindError,
-    TcpServiceListener,
+    TcpServiceListener, refused_login,
 };
 
 use crate::admin::serve_admin;
-use crate::config::{Config, OverlayConfig};
+use crate::config::{Config, IdentitySourceConfig, IdentityStore, OverlayConfig};
 use crate::metrics::Metrics;
 use crate::readiness::{LeaseTracker, Readiness};
 
@@ -40,9 +40,23 @@ pub enum AppError {
     Listen(#[from] TcpBindError),
     #[error(transparent)]
     IdentityFile(#[from] IdentityFileError),
-    #[error("enrollment with ziti-management failed")]
-    Enrollment(#[from] EnrollError),
-    #[error("ziti-management refused to keep the lease, stopping")]
+    #[error("could not obtain an identity from {from} and bind the service with it")]
+    Enrollment {
+        #[source]
+        source: EnrollError,
+        from: &'static str,
+    },
+    #[error(
+        "the controller refused the X.509-SVID of {spiffe_id}: it must trust the SVID's trust domain (a verified \
+         third-party CA matching the SAN URI) and hold an identity whose external id is {spiffe_id}, on an auth \
+         policy that allows certificates"
+    )]
+    SvidRefused {
+        spiffe_id: String,
+        #[source]
+        source: EnrollError,
+    },
+    #[error("the identity source refused to keep the identity valid, stopping")]
     LeaseRefused(#[source] domain::ProviderError),
     #[error("the overlay is on but no ziti-management client was given")]
     NoProvider,
@@ -161,7 +175,7 @@ pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway,
     };
     tracing::info!(admin = %admin_addr, listen = ?started.listen_addr, overlay = config.overlay.is_some(), "gateway serving");
 
-    let identity_store = started.lease.as_ref().map(|lease| lease.store.clone());
+    let identity_store = started.lease.as_ref().and_then(|lease| lease.store.clone());
     let task = tokio::spawn(supervise(SupervisedParts {
         stop: stop.clone(),
         server,
@@ -179,7 +193,8 @@ struct Started {
 }
 
 struct LeaseParts {
-    store: Arc<IdentityFileStore>,
+    /// `None` with `GATEWAY_IDENTITY_STORE=memory`.
+    store: Option<Arc<IdentityFileStore>>,
     keeper: JoinHandle<Stopped>,
     keeper_stop: CancellationToken,
 }
@@ -203,10 +218,15 @@ async fn start_overlay(
     stop: &CancellationToken,
 ) -> Result<Started, AppError> {
     let provider = deps.provider.clone().ok_or(AppError::NoProvider)?;
-    let store = Arc::new(match &overlay.identity_dir {
-        Some(parent) => IdentityFileStore::new_in(parent)?,
-        None => IdentityFileStore::new()?,
-    });
+    let parent = overlay.identity_dir.clone().unwrap_or_else(std::env::temp_dir);
+    for erased in IdentityFileStore::erase_abandoned(&parent)?.erased {
+        let path = erased.path.display();
+        tracing::info!(%path, pid = erased.pid, "erased an identity directory left by a gateway that is no longer running");
+    }
+    let store = match overlay.identity_store {
+        IdentityStore::File => Some(Arc::new(IdentityFileStore::new_in(&parent)?)),
+        IdentityStore::Memory => None,
+    };
     let installer = Arc::new(
         OverlayInstaller::new(store.clone(), deps.overlay.clone(), overlay.service_name.clone(), listeners)
             .with_pins(overlay.controller_pins.clone()),
@@ -215,8 +235,16 @@ async fn start_overlay(
     let policy = LeasePolicy::new(overlay.renewal_interval);
     let enroller =
         Enroller::new(provider.clone(), installer, observer.clone(), ServiceType::Gateway, policy.retry.clone());
-    tracing::info!(target = %overlay.management_target, "requesting a service identity from ziti-management");
-    let lease = enroller.enroll_at_start(overlay.enrollment_timeout, stop).await?;
+    let source = overlay.identity_source.describe();
+    tracing::info!(source, "obtaining the gateway's identity");
+    let lease = enroller.enroll_at_start(overlay.enrollment_timeout, stop).await.map_err(|error| {
+        match (&overlay.identity_source, &error) {
+            (IdentitySourceConfig::Spiffe(_), EnrollError::Install { id, .. }) if refused_login(&error) => {
+                AppError::SvidRefused { spiffe_id: id.to_string(), source: error }
+            }
+            _ => AppError::Enrollment { source: error, from: source },
+        }
+    })?;
     tracing::info!(lease = %lease.id, service = %overlay.service_name, "identity enrolled and service bound");
 
     // Not a child of `stop`: the lease is ended only after the drain (see `supervise`),
@@ -269,9 +297,11 @@ async fn supervise(parts: SupervisedParts) -> Result<(), AppError> {
     };
     // The keeper retired its identity; whatever is left goes now, and the directory with
     // the last handle (a `RunningGateway` dropped without `shutdown` may still hold one).
-    store.clear();
-    if let Ok(store) = Arc::try_unwrap(store) {
-        if let Err(err) = store.remove() {
+    if let Some(store) = store {
+        store.clear();
+        if let Ok(store) = Arc::try_unwrap(store)
+            && let Err(err) = store.remove()
+        {
             tracing::warn!(err = service_kit::causes::with_causes(&err), "could not remove the identity directory");
         }
     }

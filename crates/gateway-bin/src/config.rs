@@ -34,6 +34,9 @@ pub const VARIABLES: &[&str] = &[
     "ZITI_MANAGEMENT_INSECURE",
     "ZITI_CONTROLLER_URL",
     "ZITI_CONTROLLER_CA",
+    "ZITI_IDENTITY_SOURCE",
+    "SPIFFE_ENDPOINT_SOCKET",
+    "ZITI_SPIFFE_ID",
     "ZITI_RESOLVE_CACHE_TTL",
     "ZITI_RESOLVE_MAX_CONCURRENT",
     "GATEWAY_UNVERIFIED_CALLERS",
@@ -46,6 +49,7 @@ pub const VARIABLES: &[&str] = &[
     "GATEWAY_SHUTDOWN_GRACE",
     "GATEWAY_LOG_FORMAT",
     "GATEWAY_IDENTITY_DIR",
+    "GATEWAY_IDENTITY_STORE",
 ];
 
 /// The file that may hold the same settings (TOML, lower-case keys).
@@ -68,6 +72,13 @@ pub enum ConfigError {
          or https:// target) to use TLS, or set ZITI_MANAGEMENT_INSECURE=true to accept plain text"
     )]
     PlaintextManagement { target: String },
+    #[error("{variable} must be set with ZITI_IDENTITY_SOURCE=spiffe ({why})")]
+    RequiredForSpiffe { variable: &'static str, why: &'static str },
+    #[error(
+        "GATEWAY_IDENTITY_STORE=file cannot be used with ZITI_IDENTITY_SOURCE=spiffe: the X.509-SVID's key never \
+         touches disk. Unset GATEWAY_IDENTITY_STORE (or set it to memory)"
+    )]
+    SpiffeKeyOnDisk,
     #[error("configuration could not be read: {0}")]
     Source(String),
 }
@@ -87,6 +98,49 @@ pub struct ManagementTls {
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
     pub domain_name: Option<String>,
+}
+
+/// Where the gateway's OpenZiti identity comes from (`ZITI_IDENTITY_SOURCE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentitySourceConfig {
+    /// `lease`: leased from ziti-management (`RequestServiceIdentity`).
+    Lease,
+    /// `spiffe`: the workload's X.509-SVID from the SPIFFE Workload API.
+    Spiffe(SpiffeConfig),
+}
+
+/// The SPIFFE source's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffeConfig {
+    /// `SPIFFE_ENDPOINT_SOCKET`: the Workload API, e.g. `unix:///run/spire/agent.sock`.
+    pub endpoint: String,
+    /// `ZITI_SPIFFE_ID`: which SVID to use when the Workload API gives several.
+    pub spiffe_id: Option<String>,
+    /// `ZITI_CONTROLLER_URL`.
+    pub controller_url: String,
+    /// The PEM of `ZITI_CONTROLLER_CA` (read at start-up).
+    pub controller_ca_pem: String,
+}
+
+impl IdentitySourceConfig {
+    /// The source, in the words of the logs and errors.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Lease => "ziti-management",
+            Self::Spiffe(_) => "the SPIFFE Workload API",
+        }
+    }
+}
+
+/// Whether a leased identity is written to a private file before it is loaded
+/// (`GATEWAY_IDENTITY_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityStore {
+    /// The spec's private temp file (0600 in a 0700 directory).
+    File,
+    /// Kept in memory only; nothing is written.
+    Memory,
 }
 
 /// Settings that matter only with the overlay on.
@@ -110,6 +164,10 @@ pub struct OverlayConfig {
     pub unverified_callers: domain::UnverifiedCallers,
     /// Where the private identity directory is created; `None` is the system temp dir.
     pub identity_dir: Option<PathBuf>,
+    /// `ZITI_IDENTITY_SOURCE`: ziti-management leases (default) or SPIFFE.
+    pub identity_source: IdentitySourceConfig,
+    /// `GATEWAY_IDENTITY_STORE`: `file` (default for leases) or `memory` (always for SPIFFE).
+    pub identity_store: IdentityStore,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +219,10 @@ struct Raw {
     gateway_shutdown_grace: Option<Value>,
     gateway_log_format: Option<Value>,
     gateway_identity_dir: Option<Value>,
+    gateway_identity_store: Option<Value>,
+    ziti_identity_source: Option<Value>,
+    spiffe_endpoint_socket: Option<Value>,
+    ziti_spiffe_id: Option<Value>,
 }
 
 impl Config {
@@ -189,6 +251,31 @@ impl Raw {
         if identity_file.is_some() && !enabled {
             return Err(ConfigError::IdentityFileWithoutOverlay);
         }
+        let controller = controller_pins(self.ziti_controller_url, self.ziti_controller_ca)?;
+        let store = parse_optional("GATEWAY_IDENTITY_STORE", self.gateway_identity_store, parse_identity_store)?;
+        let spiffe_id = parse_optional("ZITI_SPIFFE_ID", self.ziti_spiffe_id, parse_spiffe_id)?;
+        let endpoint = parse_optional("SPIFFE_ENDPOINT_SOCKET", self.spiffe_endpoint_socket, parse_workload_api)?;
+        let spiffe = parse_or("ZITI_IDENTITY_SOURCE", self.ziti_identity_source, false, parse_identity_source)?;
+        let (identity_source, identity_store) = if spiffe && enabled {
+            let required = |variable, why| ConfigError::RequiredForSpiffe { variable, why };
+            let source = IdentitySourceConfig::Spiffe(SpiffeConfig {
+                endpoint: endpoint
+                    .ok_or(required("SPIFFE_ENDPOINT_SOCKET", "where the SPIFFE Workload API listens"))?,
+                spiffe_id,
+                controller_url: controller
+                    .url
+                    .ok_or(required("ZITI_CONTROLLER_URL", "the controller the X.509-SVID logs in to"))?,
+                controller_ca_pem: controller
+                    .ca_pem
+                    .ok_or(required("ZITI_CONTROLLER_CA", "the CA bundle that the controller is trusted with"))?,
+            });
+            if store == Some(IdentityStore::File) {
+                return Err(ConfigError::SpiffeKeyOnDisk);
+            }
+            (source, IdentityStore::Memory)
+        } else {
+            (IdentitySourceConfig::Lease, store.unwrap_or(IdentityStore::File))
+        };
         let overlay = OverlayConfig {
             management_target: parse_or(
                 "ZITI_MANAGEMENT_GRPC_TARGET",
@@ -214,7 +301,7 @@ impl Raw {
                 false,
                 parse_bool,
             )?,
-            controller_pins: controller_pins(self.ziti_controller_url, self.ziti_controller_ca)?,
+            controller_pins: controller.pins.clone(),
             renewal_interval: parse_or(
                 "ZITI_LEASE_RENEWAL_INTERVAL",
                 self.ziti_lease_renewal_interval,
@@ -247,6 +334,8 @@ impl Raw {
                 parse_unverified_callers,
             )?,
             identity_dir: parse_optional("GATEWAY_IDENTITY_DIR", self.gateway_identity_dir, parse_dir)?,
+            identity_store,
+            identity_source,
         };
         let config = Config {
             listen_addr: parse_or(
@@ -333,28 +422,69 @@ fn check_management_transport(overlay: &OverlayConfig) -> Result<(), ConfigError
     Ok(())
 }
 
-fn controller_pins(url: Option<Value>, ca: Option<Value>) -> Result<ControllerPins, ConfigError> {
+/// `ZITI_CONTROLLER_URL` and `ZITI_CONTROLLER_CA`: pins for leased identities, and
+/// the controller of the SPIFFE source.
+struct Controller {
+    pins: ControllerPins,
+    url: Option<String>,
+    ca_pem: Option<String>,
+}
+
+fn controller_pins(url: Option<Value>, ca: Option<Value>) -> Result<Controller, ConfigError> {
     let mut pins = ControllerPins::none();
-    if let Some(url) = parse_optional("ZITI_CONTROLLER_URL", url, parse_controller_url)? {
-        pins = pins.with_controller(&url).map_err(|error| ConfigError::Invalid {
+    let url = parse_optional("ZITI_CONTROLLER_URL", url, parse_controller_url)?;
+    if let Some(url) = &url {
+        pins = pins.with_controller(url).map_err(|error| ConfigError::Invalid {
             variable: "ZITI_CONTROLLER_URL",
-            value: url,
+            value: url.clone(),
             problem: error.to_string(),
         })?;
     }
+    let mut ca_pem = None;
     if let Some(ca) = text(ca) {
-        let pem = std::fs::read(ca.trim()).map_err(|error| ConfigError::Invalid {
-            variable: "ZITI_CONTROLLER_CA",
-            value: ca.clone(),
-            problem: format!("cannot read the file ({error})"),
-        })?;
-        pins = pins.with_ca_pem(&pem).map_err(|error| ConfigError::Invalid {
-            variable: "ZITI_CONTROLLER_CA",
-            value: ca,
-            problem: error.to_string(),
-        })?;
+        let invalid =
+            |problem: String| ConfigError::Invalid { variable: "ZITI_CONTROLLER_CA", value: ca.clone(), problem };
+        let pem = std::fs::read(ca.trim()).map_err(|error| invalid(format!("cannot read the file ({error})")))?;
+        pins = pins.with_ca_pem(&pem).map_err(|error| invalid(error.to_string()))?;
+        ca_pem = Some(String::from_utf8(pem).map_err(|_| invalid("is not PEM text".to_owned()))?);
     }
-    Ok(pins)
+    Ok(Controller { pins, url, ca_pem })
+}
+
+/// `lease` (false) or `spiffe` (true).
+fn parse_identity_source(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "lease" => Ok(false),
+        "spiffe" => Ok(true),
+        _ => Err("expected lease (an identity leased from ziti-management) or spiffe (the X.509-SVID from the SPIFFE Workload API)".to_owned()),
+    }
+}
+
+fn parse_identity_store(value: &str) -> Result<IdentityStore, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "file" => Ok(IdentityStore::File),
+        "memory" => Ok(IdentityStore::Memory),
+        _ => Err("expected file (a private temp file) or memory (never written to disk)".to_owned()),
+    }
+}
+
+/// The Workload API endpoint, as the SPIFFE convention writes it.
+fn parse_workload_api(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let path = value.strip_prefix("unix://").or_else(|| value.strip_prefix("unix:"));
+    match path {
+        Some(path) if path.starts_with('/') => Ok(value.to_owned()),
+        _ if value.starts_with("tcp://") => Ok(value.to_owned()),
+        _ => Err("expected unix:///absolute/path/to/agent.sock (or tcp://ip:port)".to_owned()),
+    }
+}
+
+fn parse_spiffe_id(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    match value.strip_prefix("spiffe://") {
+        Some(rest) if !rest.is_empty() => Ok(value.to_owned()),
+        _ => Err("expected a SPIFFE ID such as spiffe://example.org/gateway".to_owned()),
+    }
 }
 
 /// The controller's `https://` URL; only scheme, host and port count, so the edge

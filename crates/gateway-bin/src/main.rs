@@ -8,7 +8,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use gateway_bin::app::{self, Dependencies};
-use gateway_bin::config::Config;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::ports::IdentityProvider;
+use gateway_bin::config::{Config, IdentitySourceConfig, OverlayConfig};
+use spiffe_identity::{SpiffeIdentitySource, SpiffeSettings};
+
+/// One attempt to get an SVID from the Workload API (the agent answers "no identity
+/// issued" for its first seconds; start-up retries until `ZITI_ENROLLMENT_TIMEOUT`).
+const SPIFFE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let config = match Config::load() {
@@ -40,14 +49,14 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     if config.ignored_identity_file {
-        tracing::warn!("ZITI_IDENTITY_FILE is set but ignored: the identity now comes from ziti-management");
+        tracing::warn!("ZITI_IDENTITY_FILE is set but ignored: the identity comes from ZITI_IDENTITY_SOURCE");
     }
     let management = match &config.overlay {
         Some(overlay) => Some(management::connect(overlay).context("cannot set up the ziti-management client")?),
         None => None,
     };
     let deps = Dependencies {
-        provider: management.clone().map(|client| client as _),
+        provider: config.overlay.as_ref().map(|overlay| identity_source(overlay, management.clone())).transpose()?,
         resolver: management.map(|client| client as _),
         overlay: std::sync::Arc::new(ziti_transport::ZitiBinder),
     };
@@ -67,6 +76,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })
         .await
         .context("the gateway stopped with an error")
+}
+
+/// The identity source `ZITI_IDENTITY_SOURCE` picks, ready to use.
+fn identity_source(
+    overlay: &OverlayConfig,
+    management: Option<Arc<zitimgmt_grpc::ManagementClient>>,
+) -> anyhow::Result<Arc<dyn IdentityProvider>> {
+    Ok(match &overlay.identity_source {
+        IdentitySourceConfig::Spiffe(spiffe) => Arc::new(SpiffeIdentitySource::new(SpiffeSettings {
+            endpoint: spiffe.endpoint.clone(),
+            spiffe_id: spiffe.spiffe_id.clone(),
+            controller_url: spiffe.controller_url.clone(),
+            controller_ca_pem: spiffe.controller_ca_pem.clone(),
+            attempt_timeout: SPIFFE_ATTEMPT_TIMEOUT,
+        })),
+        _ => management.context("no ziti-management client")?,
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT with the signal's name.

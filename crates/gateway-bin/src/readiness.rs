@@ -119,6 +119,16 @@ impl LeaseObserver for LeaseTracker {
                 self.metrics.record_renewal_ok(*expires_in);
                 tracing::debug!(lease = %id, expires_in_secs = expires_in.map(|left| left.as_secs()), "lease renewed");
             }
+            LeaseEvent::Rotated { id, expires_in } => {
+                self.readiness.set_lease_held(true);
+                self.metrics.record_renewal_ok(*expires_in);
+                tracing::info!(lease = %id, expires_in_secs = expires_in.map(|left| left.as_secs()), "credential rotated; the service stays bound");
+            }
+            LeaseEvent::RotationFailed { id, error, retry_in } => {
+                // The credential in use is still valid: readiness changes only when it is lost.
+                self.metrics.record_renewal_failed();
+                tracing::warn!(lease = %id, error = with_causes(error.as_ref()), retry_in = ?retry_in, "rotating the credential failed; retrying");
+            }
             LeaseEvent::RenewalFailed { id, error, retry_in } => {
                 // The lease may still be valid: readiness changes only when it is lost.
                 self.metrics.record_renewal_failed();

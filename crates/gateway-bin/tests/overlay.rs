@@ -255,6 +255,55 @@ fn serves_http_over_the_overlay_to_a_go_client_and_cleans_up_on_sigterm() {
     assert!(!gateway.log().contains("\"id\":{"), "identity JSON in the log");
 }
 
+/// SIGKILL leaves the identity directory, key file included; the next gateway started
+/// on the same `GATEWAY_IDENTITY_DIR` erases it, and leaves a running gateway's alone.
+#[test]
+fn the_next_start_erases_a_killed_gateways_identity_directory_and_keeps_a_running_ones() {
+    let _one = one_at_a_time();
+    let network = ZitiNetwork::from_env();
+    let shared = tempfile::tempdir().unwrap();
+    let shared_dir = shared.path().to_string_lossy().into_owned();
+    let on_shared = [("GATEWAY_IDENTITY_DIR", shared_dir.as_str())];
+    let identity_files = |dir: &std::path::Path| {
+        entries(dir)
+            .into_iter()
+            .filter(|file| {
+                file.file_name().and_then(|name| name.to_str()).is_some_and(|n| n.starts_with("ziti-identity-"))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let mut killed = Gateway::start(&network, &on_shared);
+    killed.wait_ready(Duration::from_secs(60));
+    let killed_dirs = entries(shared.path());
+    assert_eq!(killed_dirs.len(), 1, "{killed_dirs:?}");
+    let mut running = Gateway::start(&network, &on_shared);
+    running.wait_ready(Duration::from_secs(60));
+    let running_dir = entries(shared.path()).into_iter().find(|dir| *dir != killed_dirs[0]).unwrap();
+
+    let killed_pid = killed.child.id();
+    killed.child.kill().unwrap(); // SIGKILL
+    killed.child.wait().unwrap();
+    assert_eq!(identity_files(&killed_dirs[0]).len(), 1, "SIGKILL should leave the key file behind");
+
+    let mut next = Gateway::start(&network, &on_shared);
+    next.wait_ready(Duration::from_secs(60));
+    assert!(!killed_dirs[0].exists(), "the killed gateway's directory is still there:\n{}", next.log());
+    assert_eq!(identity_files(&running_dir).len(), 1, "the running gateway's key file is gone");
+    let erased = next.log().lines().find(|line| line.contains("erased an identity directory")).map(str::to_owned);
+    let erased = erased.unwrap_or_else(|| panic!("no erasure logged:\n{}", next.log()));
+    assert!(erased.contains(&format!("pid={killed_pid}")), "{erased}");
+    assert!(erased.contains(&killed_dirs[0].display().to_string()), "{erased}");
+    assert!(running.child.try_wait().unwrap().is_none(), "the running gateway stopped");
+    assert_eq!(entries(shared.path()).len(), 2, "{:?}", entries(shared.path()));
+
+    for gateway in [&mut next, &mut running] {
+        let (status, _) = gateway.terminate();
+        assert!(status.success(), "{}", gateway.log());
+    }
+    assert!(entries(shared.path()).is_empty(), "left behind: {:?}", entries(shared.path()));
+}
+
 #[test]
 fn a_lost_lease_is_replaced_and_the_gateway_serves_again_without_a_restart() {
     let _one = one_at_a_time();
@@ -442,9 +491,9 @@ fn an_identity_without_bind_permission_stops_the_start_clearly_and_is_given_back
         last.contains("gateway") && (last.contains("not authorized") || last.contains("no policy")),
         "the error does not name the missing permission: {last}\n{log}"
     );
-    // "identity <id> was leased but could not be used (lease released): ..."
+    // "identity <id> could not be used (its lease was given back): ..."
     let id = last.split("identity ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
-    assert!(last.contains(&format!("identity {id} was leased")), "{last}");
+    assert!(last.contains(&format!("identity {id} could not be used (its lease was given back)")), "{last}");
     assert!(!identity_exists(&network, id), "the refused identity {id} is still on the controller");
 }
 
@@ -666,3 +715,6 @@ async fn a_forged_caller_claim_never_reaches_the_upstream_as_someone_else() {
         assert!(status.success(), "{}", gateway.log());
     }
 }
+
+#[path = "overlay/sources.rs"]
+mod sources;

@@ -1,5 +1,11 @@
 //! Provisioning on a local OpenZiti network through the `ziti` CLI, shared by
 //! `cargo xtask ziti-up` and the network tests so that both set up routers the same way.
+//!
+//! [`third_party_ca`] makes OpenZiti trust a SPIFFE issuer's CA and creates identities
+//! that log in with its certificates; [`spire`] runs a SPIRE server and agent on loopback.
+
+pub mod spire;
+pub mod third_party_ca;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -43,7 +49,22 @@ pub enum ProvisionError {
         /// What it printed on stderr.
         message: String,
     },
-    /// A file of the router's could not be written or read.
+    /// A name that the CLI's filter language cannot quote (empty, `"`, a backslash, control
+    /// characters).
+    #[error("{name:?} cannot be used as a name on the controller")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+    },
+    /// The `ziti` CLI succeeded but its answer was not what the step needs.
+    #[error("`ziti {step}`: {reason}")]
+    Unexpected {
+        /// The CLI command, e.g. `edge list cas`.
+        step: &'static str,
+        /// What was wrong (never the CLI's output, which may hold enrollment tokens).
+        reason: String,
+    },
+    /// A file (a router's, a CA's) could not be written or read.
     #[error("{}: {source}", path.display())]
     File {
         /// The file or directory.
@@ -98,9 +119,14 @@ fn loopback_listeners(config: &str) -> String {
 }
 
 fn run(command: &mut Command, step: &'static str) -> Result<(), ProvisionError> {
+    run_output(command, step).map(drop)
+}
+
+/// Runs a CLI step, returning its stdout.
+fn run_output(command: &mut Command, step: &'static str) -> Result<Vec<u8>, ProvisionError> {
     let output = command.output().map_err(|source| ProvisionError::Start { step, source })?;
     if output.status.success() {
-        return Ok(());
+        return Ok(output.stdout);
     }
     let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     Err(ProvisionError::Failed { step, status: output.status, message })

@@ -22,15 +22,24 @@ pub(crate) enum Ended {
     Lost(Error),
     /// Nobody accepts any more.
     ListenerGone,
+    /// `renew` finished: the bind should be made again on a new channel.
+    Renew,
 }
 
-pub(crate) async fn serve(binding: &mut Binding, accepted: &Accepted) -> Ended {
+/// Answers the bind's Dials until it ends, or until `renew` finishes (checked between
+/// messages only, so that no Dial is left half answered).
+pub(crate) async fn serve(binding: &mut Binding, accepted: &Accepted, renew: impl Future<Output = ()>) -> Ended {
     let early: Vec<_> = binding.early.drain(..).collect();
     let mut early = early.into_iter();
+    let mut renew = std::pin::pin!(renew);
     loop {
         let event = match early.next() {
             Some(message) => Some(Event::Message(message)),
-            None => binding.inbox.recv().await,
+            None => tokio::select! {
+                biased;
+                event = binding.inbox.recv() => event,
+                () = &mut renew => return Ended::Renew,
+            },
         };
         let message = match event {
             Some(Event::Message(message)) => message,

@@ -18,6 +18,9 @@ const BIND_SUCCESS_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) struct Binding {
     pub context: ZitiContext,
     pub service: String,
+    /// The API session whose channel the bind is on (binds are made again on a new
+    /// channel once the session is replaced).
+    pub api_session_id: String,
     pub handle: BindHandle,
     /// Our key for this Bind when the service requires encryption (the host is the kx server).
     pub keys: Option<KeyPair>,
@@ -41,17 +44,23 @@ impl BindHandle {
         let _ = self.channel.send(edge::unbind(self.bind_id, &self.token)).await;
     }
 
+    /// Asks the router to remove the terminator, but keeps receiving on the bind for
+    /// dials the router sent before it did.
+    pub(crate) async fn request_unbind(&self) {
+        let _ = self.channel.send(edge::unbind(self.bind_id, &self.token)).await;
+    }
+
     /// [`BindHandle::unbind`] from a context that cannot wait (e.g. `Drop`).
     pub(crate) fn unbind_soon(&self) {
         self.channel.deregister(self.bind_id);
         let message = self.channel.sequenced(edge::unbind(self.bind_id, &self.token));
         let outbound = self.channel.outbound();
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(message)) = outbound.try_send(message) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = outbound.send(message).await;
-                });
-            }
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(message)) = outbound.try_send(message)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = outbound.send(message).await;
+            });
         }
     }
 }
@@ -60,6 +69,7 @@ impl BindHandle {
 /// each, so dials keep reaching us while any of them is up). Fails only when no router
 /// would take the Bind; then with the first router's error.
 pub(crate) async fn bind_everywhere(context: &ZitiContext, service: &str) -> Result<Vec<Binding>, Error> {
+    let api_session_id = context.inner.session().api_session_id.clone();
     let (info, session) = bind_session(context, service).await?;
     let mut addresses: Vec<String> =
         session.edge_routers.iter().filter(|r| r.is_online).filter_map(|r| r.tls_address()).collect();
@@ -67,13 +77,13 @@ pub(crate) async fn bind_everywhere(context: &ZitiContext, service: &str) -> Res
     if addresses.is_empty() {
         // No router flagged online (the flag may lag): let the usual choice try them all.
         let channel = context.inner.channel_for(service, &session).await?;
-        return Ok(vec![bind_with(context, &info, &session, channel).await?]);
+        return Ok(vec![bind_with(context, &info, &session, channel, &api_session_id).await?]);
     }
     let mut bindings = Vec::new();
     let mut first_error = None;
     for address in &addresses {
         let bound = match context.inner.channel_to(service, address).await {
-            Ok(channel) => bind_with(context, &info, &session, channel).await,
+            Ok(channel) => bind_with(context, &info, &session, channel, &api_session_id).await,
             Err(err) => Err(err),
         };
         match bound {
@@ -92,9 +102,11 @@ pub(crate) async fn bind_everywhere(context: &ZitiContext, service: &str) -> Res
 
 /// Binds `service` on the router at `address` again (after its channel was lost).
 pub(crate) async fn bind_on(context: &ZitiContext, service: &str, address: &str) -> Result<Binding, Error> {
+    // Read before the channel is chosen: a session replaced meanwhile makes it stale.
+    let api_session_id = context.inner.session().api_session_id.clone();
     let (info, session) = bind_session(context, service).await?;
     let channel = context.inner.channel_to(service, address).await?;
-    bind_with(context, &info, &session, channel).await
+    bind_with(context, &info, &session, channel, &api_session_id).await
 }
 
 async fn bind_session(
@@ -115,23 +127,20 @@ async fn bind_with(
     info: &crate::controller::Service,
     session: &crate::controller::ServiceSession,
     channel: Channel,
+    api_session_id: &str,
 ) -> Result<Binding, Error> {
     let service = info.name.as_str();
     let inner = &context.inner;
     let keys = info.encryption_required.then(KeyPair::generate);
     let (bind_id, mut inbox) = channel.register(ConnKind::Bind);
-    let mut request = edge::bind(bind_id, &session.token, keys.as_ref().map(KeyPair::public));
-    if inner.options.flow_control {
-        // Dials then say whether the router uses flow control for them.
-        request = request.with_bool(edge::header::USE_XGRESS_TO_SDK, true);
-    }
+    let request = bind_request(bind_id, &session.token, keys.as_ref().map(KeyPair::public), inner.options.flow_control);
     let failed = |reason: String| Error::BindFailed { service: service.to_owned(), reason };
     let bound = async {
         let reply = channel.request(request, inner.options.request_timeout).await?;
-        match reply.content_type {
-            content::STATE_CONNECTED => {}
-            content::STATE_CLOSED => return Err(failed(edge::reason(&reply))),
-            other => return Err(Error::Protocol(format!("unexpected answer {other} to Bind"))),
+        match on_bind_reply(&reply) {
+            BindReply::Created => {}
+            BindReply::Refused(reason) => return Err(failed(reason)),
+            BindReply::Unexpected(other) => return Err(Error::Protocol(format!("unexpected answer {other} to Bind"))),
         }
         if channel.supports_bind_success() { wait_bound(&channel, &mut inbox, &failed).await } else { Ok(Vec::new()) }
     };
@@ -146,6 +155,7 @@ async fn bind_with(
     Ok(Binding {
         context: context.clone(),
         service: service.to_owned(),
+        api_session_id: api_session_id.to_owned(),
         handle: BindHandle { channel, bind_id, token: session.token.clone() },
         keys,
         inbox,
@@ -163,11 +173,11 @@ async fn wait_bound(
     let wait = async {
         loop {
             match inbox.recv().await {
-                Some(Event::Message(m)) if m.content_type == content::BIND_SUCCESS => return Ok(()),
-                Some(Event::Message(m)) if m.content_type == content::STATE_CLOSED => {
-                    return Err(failed(edge::reason(&m)));
-                }
-                Some(Event::Message(m)) => early.push(m),
+                Some(Event::Message(m)) => match on_message_before_bound(&m) {
+                    BindProgress::Bound => return Ok(()),
+                    BindProgress::Refused(reason) => return Err(failed(reason)),
+                    BindProgress::Early => early.push(m),
+                },
                 Some(Event::Lost(_)) | None => return Err(channel.closed_error()),
             }
         }
@@ -175,3 +185,55 @@ async fn wait_bound(
     tokio::time::timeout(BIND_SUCCESS_TIMEOUT, wait).await.map_err(|_| Error::Timeout("BindSuccess"))??;
     Ok(early)
 }
+
+/// The Bind for a service session: the session token, our public key when the service
+/// is encrypted, and the request for flow control when it is on (dials then say
+/// whether the router uses it for them).
+pub(crate) fn bind_request(bind_id: u32, token: &str, public_key: Option<&[u8; 32]>, flow_control: bool) -> Message {
+    let request = edge::bind(bind_id, token, public_key);
+    if flow_control { request.with_bool(edge::header::USE_XGRESS_TO_SDK, true) } else { request }
+}
+
+/// What the router's reply to a Bind means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BindReply {
+    /// StateConnected: the router took the Bind (BindSuccess follows where supported).
+    Created,
+    /// StateClosed: the router refused, with its reason.
+    Refused(String),
+    /// Some other content type.
+    Unexpected(i32),
+}
+
+/// Reads the router's reply to a Bind.
+pub(crate) fn on_bind_reply(reply: &Message) -> BindReply {
+    match reply.content_type {
+        content::STATE_CONNECTED => BindReply::Created,
+        content::STATE_CLOSED => BindReply::Refused(edge::reason(reply)),
+        other => BindReply::Unexpected(other),
+    }
+}
+
+/// What a message on a Bind means while it waits for BindSuccess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BindProgress {
+    /// BindSuccess: the terminator exists.
+    Bound,
+    /// StateClosed: the router gave up on the Bind, with its reason.
+    Refused(String),
+    /// Anything else (a Dial may beat BindSuccess): keep it for serving.
+    Early,
+}
+
+/// Reads one message that arrives on a Bind before BindSuccess.
+pub(crate) fn on_message_before_bound(message: &Message) -> BindProgress {
+    match message.content_type {
+        content::BIND_SUCCESS => BindProgress::Bound,
+        content::STATE_CLOSED => BindProgress::Refused(edge::reason(message)),
+        _ => BindProgress::Early,
+    }
+}
+
+#[cfg(test)]
+#[path = "bind_tests.rs"]
+mod tests;

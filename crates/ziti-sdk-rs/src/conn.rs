@@ -165,12 +165,12 @@ impl ZitiConn {
         let message = self.channel.sequenced(edge::state_closed(self.conn_id, "closed"));
         let outbound = self.channel.outbound();
         // Behind any queued Data; wait for room off this (possibly sync) context if needed.
-        if let Err(TrySendError::Full(message)) = outbound.try_send(message) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = outbound.send(message).await;
-                });
-            }
+        if let Err(TrySendError::Full(message)) = outbound.try_send(message)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = outbound.send(message).await;
+            });
         }
     }
 }

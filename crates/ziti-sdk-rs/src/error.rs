@@ -72,6 +72,15 @@ pub enum Error {
         /// The router's address.
         router: String,
     },
+    /// [`crate::ZitiContext::update_identity`] was given an identity for other
+    /// controllers than the context's; nothing was changed.
+    #[error("the new identity names controller(s) {offered}, but this context is logged in to {current}")]
+    OtherController {
+        /// The context's controller URLs, comma-separated.
+        current: String,
+        /// The new identity's controller URLs, comma-separated.
+        offered: String,
+    },
     #[error("controller rejected the login: {0}")]
     /// The controller refused the certificate login; carries why.
     LoginRejected(String),

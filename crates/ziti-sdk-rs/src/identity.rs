@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -19,6 +20,14 @@ pub struct Identity {
     cert_chain: Vec<CertificateDer<'static>>,
     key: Zeroizing<PrivateKeyDer<'static>>,
     ca: Vec<CertificateDer<'static>>,
+    leaf: Leaf,
+}
+
+/// What logs and rotation need from the leaf certificate (nothing secret).
+struct Leaf {
+    serial: String,
+    not_after: SystemTime,
+    not_after_text: String,
 }
 
 #[derive(Deserialize)]
@@ -63,9 +72,43 @@ impl Identity {
         let cert_pem = load_value("id.cert", id.cert.as_deref())?;
         let ca_pem = load_value("id.ca", id.ca.as_deref())?;
         let key_pem = load_value("id.key", id.key.as_ref().map(|key| key.as_str()))?;
-        let cert_chain = certificates("id.cert", &cert_pem)?;
-        let ca = certificates("id.ca", &ca_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|err| IdentityError::Field {
+        Self::from_parts(api_urls, &cert_pem, &key_pem, &ca_pem)
+    }
+
+    /// An identity from PEM held in memory (e.g. a SPIFFE X.509-SVID): the controller's
+    /// client API URLs, the certificate chain (leaf first, then the intermediates the
+    /// controller needs to reach a CA it trusts), the leaf's private key (PKCS#8, SEC1 or
+    /// PKCS#1) and the CAs that sign the controller's and routers' certificates. Errors
+    /// name the part at fault with the identity file's field names (`ztAPI`, `id.cert`,
+    /// `id.key`, `id.ca`).
+    pub fn from_pem(
+        api_urls: &[impl AsRef<str>],
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: &[u8],
+    ) -> Result<Self, IdentityError> {
+        let mut urls = Vec::new();
+        for url in api_urls {
+            let parsed = parse_api_url(url.as_ref())?;
+            if !urls.contains(&parsed) {
+                urls.push(parsed);
+            }
+        }
+        if urls.is_empty() {
+            return Err(IdentityError::Missing("ztAPI"));
+        }
+        Self::from_parts(urls, cert_chain_pem, key_pem, ca_pem)
+    }
+
+    fn from_parts(
+        api_urls: Vec<reqwest::Url>,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: &[u8],
+    ) -> Result<Self, IdentityError> {
+        let cert_chain = certificates("id.cert", cert_pem)?;
+        let ca = certificates("id.ca", ca_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|err| IdentityError::Field {
             field: "id.key",
             problem: format!("holds no usable private key ({})", pem_problem(&err)),
         })?;
@@ -75,12 +118,24 @@ impl Identity {
             field: "id.key",
             problem: "is not an EC (P-256/P-384), RSA or Ed25519 key".to_owned(),
         })?;
-        Ok(Self { api_urls, cert_chain, key, ca })
+        let leaf = leaf_summary(&cert_chain)?;
+        Ok(Self { api_urls, cert_chain, key, ca, leaf })
     }
 
     /// The controller's client API URLs, `ztAPI` first.
     pub fn api_urls(&self) -> &[reqwest::Url] {
         &self.api_urls
+    }
+
+    /// When the certificate (the chain's leaf) expires: present a new one before then
+    /// ([`crate::ZitiContext::update_identity`]).
+    pub fn certificate_expires_at(&self) -> SystemTime {
+        self.leaf.not_after
+    }
+
+    /// The leaf's serial number (hex) and not-after time, for logs.
+    pub(crate) fn certificate_summary(&self) -> (&str, &str) {
+        (&self.leaf.serial, &self.leaf.not_after_text)
     }
 
     pub(crate) fn cert_chain(&self) -> &[CertificateDer<'static>] {
@@ -166,6 +221,19 @@ fn certificates(field: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'s
         }
     }
     Ok(certs)
+}
+
+fn leaf_summary(chain: &[CertificateDer<'static>]) -> Result<Leaf, IdentityError> {
+    let leaf = chain
+        .first()
+        .and_then(|der| <x509_cert::Certificate as x509_cert::der::Decode>::from_der(der.as_ref()).ok())
+        .ok_or(IdentityError::Missing("id.cert"))?;
+    let tbs = leaf.tbs_certificate;
+    Ok(Leaf {
+        serial: tbs.serial_number.as_bytes().iter().map(|b| format!("{b:02x}")).collect(),
+        not_after: tbs.validity.not_after.to_system_time(),
+        not_after_text: tbs.validity.not_after.to_string(),
+    })
 }
 
 /// A description of a PEM error that never quotes the input.

@@ -121,3 +121,32 @@ fn a_key_that_does_not_match_the_certificate_is_refused() {
     let err = crate::tls::client_config(&identity, &[]).unwrap_err();
     assert!(matches!(err, crate::Error::Identity(IdentityError::Field { field: "id.key", .. })), "{err}");
 }
+
+#[test]
+fn from_pem_takes_a_chain_key_and_ca_held_in_memory() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let chain = format!("{}{}", m.cert, m.ca);
+    let identity =
+        Identity::from_pem(&["https://ctrl.example:1280/"], chain.as_bytes(), m.key.as_bytes(), m.ca.as_bytes())
+            .unwrap();
+    assert_eq!(identity.api_urls()[0].as_str(), "https://ctrl.example:1280/");
+    assert_eq!(identity.cert_chain().len(), 2, "leaf and intermediate are both presented");
+    assert!(identity.certificate_expires_at() > std::time::SystemTime::now());
+    crate::tls::client_config(&identity, &[]).expect("usable for TLS");
+}
+
+#[test]
+fn from_pem_names_the_part_at_fault_without_quoting_it() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let other = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let no_url: [&str; 0] = [];
+    let err = Identity::from_pem(&no_url, m.cert.as_bytes(), m.key.as_bytes(), m.ca.as_bytes()).unwrap_err();
+    assert!(matches!(err, IdentityError::Missing("ztAPI")), "{err}");
+    let err = Identity::from_pem(&["https://c:1/"], m.cert.as_bytes(), b"not a key", m.ca.as_bytes()).unwrap_err();
+    assert!(matches!(err, IdentityError::Field { field: "id.key", .. }), "{err}");
+    // A key of another certificate is caught when TLS is set up.
+    let mismatched = Identity::from_pem(&["https://c:1/"], m.cert.as_bytes(), other.key.as_bytes(), m.ca.as_bytes());
+    let err = crate::tls::client_config(&mismatched.unwrap(), &[]).unwrap_err();
+    assert!(err.to_string().contains("id.key"), "{err}");
+    assert!(!err.to_string().contains("PRIVATE"), "{err}");
+}

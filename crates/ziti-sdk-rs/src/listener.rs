@@ -1,13 +1,15 @@
 //! Hosting a service: [`ZitiContext::listen`] and the listener that hands out connections.
 //! It binds on every online edge router offered; when a channel to a router is lost the
 //! service is bound there again, with backoff; when the router itself ends the Bind,
-//! `accept` reports it.
+//! `accept` reports it. When the API session is replaced (rotated credentials), each
+//! Bind is made again on a new channel before the old one is ended.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::accept::{Accepted, Ended, serve};
 use crate::backoff::Backoff;
@@ -18,6 +20,9 @@ use crate::error::Error;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long a replaced Bind still answers the Dials its router sent before it removed
+/// the terminator.
+const UNBIND_DRAIN: Duration = Duration::from_secs(10);
 
 /// A hosted service: one Bind per edge router. Dropping it (or
 /// [`ZitiListener::close`]) unbinds them all.
@@ -70,14 +75,60 @@ impl ZitiContext {
     }
 }
 
-/// Serves one router's Bind; binds there again after a lost channel; reports what
-/// cannot be retried.
+/// When a Bind is due to be made again on a new channel: after the API session changed,
+/// or when an earlier attempt failed and its retry is due.
+struct Renewal {
+    changes: watch::Receiver<u64>,
+    retry: Backoff,
+    retry_at: Option<Instant>,
+}
+
+impl Renewal {
+    fn new(changes: watch::Receiver<u64>) -> Self {
+        Self { changes, retry: Backoff::new(FIRST_RETRY, MAX_RETRY), retry_at: None }
+    }
+
+    async fn due(&mut self) {
+        match self.retry_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            // The context is gone (its sender with it): nothing will change.
+            None => {
+                if self.changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    fn retry_later(&mut self) -> Duration {
+        let delay = self.retry.next_delay();
+        self.retry_at = Some(Instant::now() + delay);
+        delay
+    }
+
+    fn done(&mut self) {
+        self.retry_at = None;
+        self.retry.reset();
+    }
+}
+
+/// Serves one router's Bind; binds there again after a lost channel, and on a new
+/// channel once the API session is replaced; reports what cannot be retried.
 async fn supervise(mut binding: Binding, slot: usize, accepted: Accepted, binds: Arc<Binds>) {
     let router = binding.handle.channel.router().to_owned();
+    let mut renewal = Renewal::new(binding.context.inner.renewals());
+    if binding.api_session_id != binding.context.inner.session().api_session_id {
+        // The session was replaced while `listen` was binding: renew at once.
+        renewal.changes.mark_changed();
+    }
     loop {
-        let ended = serve(&mut binding, &accepted).await;
+        let ended = serve(&mut binding, &accepted, renewal.due()).await;
         let lost = match ended {
             Ended::ListenerGone => return,
+            Ended::Renew => {
+                renew(&mut binding, slot, &accepted, &binds, &mut renewal).await;
+                continue;
+            }
             Ended::Closed(err) => {
                 binding.handle.unbind().await;
                 binds.set(slot, None);
@@ -109,6 +160,41 @@ async fn supervise(mut binding: Binding, slot: usize, accepted: Accepted, binds:
         binds.set(slot, Some(binding.handle.clone()));
         tracing::info!(service = %binding.service, %router, "service bound again");
     }
+}
+
+/// Make-before-break: binds on a channel of the current API session, then ends the old
+/// Bind (whose accepted connections carry on). Failing that, the old Bind goes on
+/// serving and binding again is retried later.
+async fn renew(binding: &mut Binding, slot: usize, accepted: &Accepted, binds: &Binds, renewal: &mut Renewal) {
+    if binding.api_session_id == binding.context.inner.session().api_session_id {
+        renewal.done();
+        return;
+    }
+    let router = binding.handle.channel.router().to_owned();
+    match bind_on(&binding.context, &binding.service, &router).await {
+        Ok(fresh) => {
+            renewal.done();
+            binds.set(slot, Some(fresh.handle.clone()));
+            let old = std::mem::replace(binding, fresh);
+            tracing::info!(service = %binding.service, %router, "service bound on a new channel; ending the old bind");
+            tokio::spawn(end_replaced(old, accepted.clone()));
+        }
+        Err(err) => {
+            let delay = renewal.retry_later();
+            tracing::warn!(service = %binding.service, %router, %err, retry_in = ?delay, "binding on a new channel failed; the old bind goes on serving");
+        }
+    }
+}
+
+/// Ends a Bind replaced by one on a new channel: asks the router to remove its
+/// terminator, answers the Dials it still sends meanwhile, then stops receiving.
+async fn end_replaced(mut old: Binding, accepted: Accepted) {
+    old.handle.request_unbind().await;
+    let drained = tokio::time::timeout(UNBIND_DRAIN, serve(&mut old, &accepted, std::future::pending())).await;
+    if let Ok(Ended::Closed(err)) = drained {
+        tracing::debug!(service = %old.service, %err, "the router ended the replaced bind");
+    }
+    old.handle.channel.deregister(old.handle.bind_id);
 }
 
 /// Errors that retrying cannot fix.

@@ -1,8 +1,10 @@
-//! The overlay seam: load an identity file and bind a service with it.
+//! The overlay seam: load an identity (from its private file, or from memory) and bind a
+//! service with it; later, present a rotated credential of the same identity.
 
 use std::path::Path;
 
 use async_trait::async_trait;
+use domain::IdentityJson;
 use domain::ports::ServiceListener;
 use thiserror::Error;
 
@@ -15,8 +17,45 @@ pub struct BindError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// Loads an identity file into the overlay and binds a service with it.
+/// Why a rotated credential could not be put to use. Never carries identity content.
+#[derive(Debug, Error)]
+#[error("cannot present the rotated credential")]
+pub struct RotateError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Where the overlay loads an identity from.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum IdentitySource<'a> {
+    /// The private identity file (`GATEWAY_IDENTITY_STORE=file`).
+    File(&'a Path),
+    /// The identity JSON held in memory; nothing is written.
+    Memory(&'a IdentityJson),
+}
+
+/// A service bound with one identity: its listener, and the way to hand that identity
+/// a rotated credential without binding again.
+pub struct BoundService {
+    pub listener: Box<dyn ServiceListener>,
+    pub credentials: Box<dyn OverlayCredentials>,
+}
+
+impl std::fmt::Debug for BoundService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundService").finish_non_exhaustive()
+    }
+}
+
+/// The credentials of a bound identity.
+#[async_trait]
+pub trait OverlayCredentials: Send + Sync {
+    /// Presents `identity` (the same identity, a new certificate and key) from now on:
+    /// the next login and new router connections use it, and the binding and the
+    /// connections it accepted carry on. Nothing changes on an error.
+    async fn rotate(&self, identity: &IdentityJson) -> Result<(), RotateError>;
+}
+
+/// Loads an identity into the overlay and binds a service with it.
 #[async_trait]
 pub trait OverlayBinder: Send + Sync {
-    async fn bind(&self, identity_file: &Path, service: &str) -> Result<Box<dyn ServiceListener>, BindError>;
+    async fn bind(&self, identity: IdentitySource<'_>, service: &str) -> Result<BoundService, BindError>;
 }

@@ -4,7 +4,10 @@
 //! The file is written only after the JSON has been checked, erased as soon as its
 //! lease is retired, replaced (old one erased) on re-enrollment, and removed with its
 //! directory when the store is dropped: on a normal shutdown, an error return and a
-//! panic alike.
+//! panic alike. A SIGKILL leaves them behind: the directory's name records its owner
+//! (see [`owner`]) so that the next gateway can erase them.
+
+mod owner;
 
 use std::fs::Permissions;
 use std::io::{self, Write};
@@ -15,6 +18,8 @@ use std::sync::Mutex;
 use domain::{IdentityId, IdentityJson};
 use tempfile::{NamedTempFile, TempDir};
 use thiserror::Error;
+
+pub use owner::{AbandonedDirs, ErasedDir};
 
 /// Why an identity could not be checked or stored. Names what is wrong, never what the
 /// identity holds.
@@ -30,6 +35,16 @@ pub enum IdentityFileError {
     /// The identity file cannot be written.
     #[error("cannot write the identity file in {dir}")]
     Write { dir: PathBuf, source: io::Error },
+    /// What names a directory's owner (start time, pid namespace, boot id, uid) cannot be
+    /// read from `/proc`.
+    #[error("cannot read from /proc who this process is (start time, pid namespace, boot id, uid)")]
+    Owner(#[source] io::Error),
+    /// The parent of the identity directories cannot be listed.
+    #[error("cannot look for abandoned identity directories in {dir}")]
+    Scan { dir: PathBuf, source: io::Error },
+    /// An abandoned identity directory cannot be erased.
+    #[error("cannot erase the abandoned identity directory {dir}")]
+    Erase { dir: PathBuf, source: io::Error },
 }
 
 /// Holds the current identity file; dropping it erases everything it wrote.
@@ -46,13 +61,25 @@ impl IdentityFileStore {
         Self::new_in(std::env::temp_dir())
     }
 
+    /// Creates the private directory under `parent`, its name recording this process
+    /// as its owner.
     pub fn new_in(parent: impl AsRef<Path>) -> Result<Self, IdentityFileError> {
+        let owner = owner::Owner::current().map_err(IdentityFileError::Owner)?;
         let dir = tempfile::Builder::new()
-            .prefix("ziti-gateway-")
+            .prefix(&owner.dir_prefix())
             .permissions(Permissions::from_mode(0o700))
             .tempdir_in(parent)
             .map_err(IdentityFileError::Directory)?;
         Ok(Self { current: Mutex::new(None), dir })
+    }
+
+    /// Erases the `ziti-gateway-*` directories in `parent` (with their identity files)
+    /// left by gateways of this user that are no longer running; never a running one's,
+    /// nor one it cannot judge (no owner in its name, or made in another pid namespace,
+    /// boot or host), which it logs at warn. Symlinks are not followed. Call it before
+    /// [`Self::new_in`], at start-up.
+    pub fn erase_abandoned(parent: &Path) -> Result<AbandonedDirs, IdentityFileError> {
+        owner::erase_abandoned(parent)
     }
 
     pub fn dir(&self) -> &Path {

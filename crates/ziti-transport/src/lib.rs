@@ -11,9 +11,11 @@ mod tcp;
 pub mod testing;
 mod ziti;
 
-pub use binder::{BindError, OverlayBinder};
-pub use identity_file::{IdentityFileError, IdentityFileStore, StagedIdentity, check_identity_json};
+pub use binder::{BindError, BoundService, IdentitySource, OverlayBinder, OverlayCredentials, RotateError};
+pub use identity_file::{
+    AbandonedDirs, ErasedDir, IdentityFileError, IdentityFileStore, StagedIdentity, check_identity_json,
+};
 pub use installer::{ListenerUpdate, OverlayInstaller};
 pub use pins::{ControllerPins, PinError, PinMismatch};
 pub use tcp::{TcpBindError, TcpServiceListener};
-pub use ziti::ZitiBinder;
+pub use ziti::{ZitiBinder, refused_login};

@@ -1,5 +1,5 @@
-//! A test double for the overlay (feature `testing`): it "loads" the identity file
-//! (reads it, as an SDK would) and binds a loopback TCP port whose callers are
+//! A test double for the overlay (feature `testing`): it "loads" the identity (reads
+//! the file, as an SDK would, or takes it from memory) and binds a loopback TCP port whose callers are
 //! reported as a given overlay identity. For tests of the gateway's wiring that do not
 //! need a real OpenZiti network.
 
@@ -10,20 +10,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use domain::ports::{Accepted, ServiceListener};
-use domain::{CallerIdentity, ListenError, Transport};
+use domain::{CallerIdentity, IdentityJson, ListenError, Transport};
 
-use crate::binder::{BindError, OverlayBinder};
+use crate::binder::{BindError, BoundService, IdentitySource, OverlayBinder, OverlayCredentials, RotateError};
 use crate::tcp::TcpServiceListener;
 
 /// What the stand-in saw when asked to bind: what a real overlay SDK would load.
 #[derive(Debug, Clone)]
 pub struct Binding {
-    pub identity_file: PathBuf,
+    /// The identity file bound from; `None` when bound from memory.
+    pub identity_file: Option<PathBuf>,
     pub identity_bytes: Vec<u8>,
     pub file_mode: u32,
     pub dir_mode: u32,
     pub service: String,
     pub addr: SocketAddr,
+    /// The credentials presented since (rotations), in order.
+    pub rotations: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 /// Binds loopback TCP in place of the overlay and records each binding.
@@ -55,21 +58,43 @@ fn bind_error(service: &str, source: impl Into<Box<dyn std::error::Error + Send 
 
 #[async_trait]
 impl OverlayBinder for TcpStandIn {
-    async fn bind(&self, identity_file: &Path, service: &str) -> Result<Box<dyn ServiceListener>, BindError> {
-        let identity_bytes = std::fs::read(identity_file).map_err(|err| bind_error(service, err))?;
+    async fn bind(&self, identity: IdentitySource<'_>, service: &str) -> Result<BoundService, BindError> {
+        let (identity_file, identity_bytes) = match identity {
+            IdentitySource::File(path) => {
+                (Some(path.to_path_buf()), std::fs::read(path).map_err(|err| bind_error(service, err))?)
+            }
+            IdentitySource::Memory(json) => (None, json.as_bytes().to_vec()),
+        };
         let listener = TcpServiceListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(|err| bind_error(service, err))?;
         let addr = listener.local_addr().map_err(|err| bind_error(service, err))?;
+        let modes = identity_file.as_deref().map(|file| (mode(file), file.parent().map(mode).unwrap_or(0)));
         self.bindings.lock().unwrap_or_else(PoisonError::into_inner).push(Binding {
-            identity_file: identity_file.to_path_buf(),
+            identity_file,
             identity_bytes,
-            file_mode: mode(identity_file),
-            dir_mode: identity_file.parent().map(mode).unwrap_or(0),
+            file_mode: modes.map_or(0, |(file, _)| file),
+            dir_mode: modes.map_or(0, |(_, dir)| dir),
             service: service.to_owned(),
             addr,
+            rotations: Arc::default(),
         });
-        Ok(Box::new(AsCaller { inner: listener, caller: self.caller.clone() }))
+        let rotations = self.last().map(|binding| binding.rotations).unwrap_or_default();
+        Ok(BoundService {
+            listener: Box::new(AsCaller { inner: listener, caller: self.caller.clone() }),
+            credentials: Box::new(Rotations(rotations)),
+        })
+    }
+}
+
+/// Records the credentials a binding was handed after it was made.
+struct Rotations(Arc<Mutex<Vec<Vec<u8>>>>);
+
+#[async_trait]
+impl OverlayCredentials for Rotations {
+    async fn rotate(&self, identity: &IdentityJson) -> Result<(), RotateError> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(identity.as_bytes().to_vec());
+        Ok(())
     }
 }
 

@@ -1,15 +1,14 @@
-//! The OpenZiti overlay, through `ziti-sdk-rs`: load the leased identity file and bind
-//! the service; each accepted connection carries its dialer as the caller.
-
-use std::path::Path;
+//! The OpenZiti overlay, through `ziti-sdk-rs`: load the identity (file or memory) and
+//! bind the service; each accepted connection carries its dialer as the caller; a
+//! rotated credential goes to the same SDK context.
 
 use async_trait::async_trait;
 use domain::ports::{Accepted, ServiceListener};
-use domain::{Caller, CallerIdentity, ListenError, Transport};
+use domain::{Caller, CallerIdentity, IdentityJson, ListenError, Transport};
 use tokio::sync::watch;
-use ziti_sdk::{DialerIdentity, ZitiContext, ZitiListener};
+use ziti_sdk::{DialerIdentity, Identity, ZitiContext, ZitiListener};
 
-use crate::binder::{BindError, OverlayBinder};
+use crate::binder::{BindError, BoundService, IdentitySource, OverlayBinder, OverlayCredentials, RotateError};
 
 /// Binds services on the overlay with `ziti-sdk-rs`.
 #[derive(Debug, Default)]
@@ -17,12 +16,49 @@ pub struct ZitiBinder;
 
 #[async_trait]
 impl OverlayBinder for ZitiBinder {
-    async fn bind(&self, identity_file: &Path, service: &str) -> Result<Box<dyn ServiceListener>, BindError> {
+    async fn bind(&self, identity: IdentitySource<'_>, service: &str) -> Result<BoundService, BindError> {
         let error = |source: ziti_sdk::Error| BindError { service: service.to_owned(), source: Box::new(source) };
-        let context = ZitiContext::from_file(identity_file).await.map_err(error)?;
+        let context = match identity {
+            IdentitySource::File(path) => ZitiContext::from_file(path).await,
+            IdentitySource::Memory(json) => match Identity::from_json(json.as_bytes()) {
+                Ok(identity) => ZitiContext::new(identity).await,
+                Err(err) => Err(err.into()),
+            },
+        }
+        .map_err(error)?;
         let listener = context.listen(service).await.map_err(error)?;
         tracing::info!(service, identity = %context.identity_name(), "service bound on the overlay");
-        Ok(Box::new(ZitiServiceListener { listener }))
+        Ok(BoundService {
+            listener: Box::new(ZitiServiceListener { listener }),
+            credentials: Box::new(ZitiCredentials { context }),
+        })
+    }
+}
+
+/// Whether `error` (or one of its causes) is the controller refusing the identity's
+/// certificate at login: for a SPIFFE identity, a trust domain the controller does not
+/// trust, or a SPIFFE ID no identity has as its external id.
+pub fn refused_login(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if matches!(error.downcast_ref::<ziti_sdk::Error>(), Some(ziti_sdk::Error::LoginRejected(_))) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+/// The logged-in identity behind a binding, which takes rotated credentials.
+struct ZitiCredentials {
+    context: ZitiContext,
+}
+
+#[async_trait]
+impl OverlayCredentials for ZitiCredentials {
+    async fn rotate(&self, identity: &IdentityJson) -> Result<(), RotateError> {
+        let identity = Identity::from_json(identity.as_bytes()).map_err(|err| RotateError(Box::new(err)))?;
+        self.context.update_identity(identity).await.map_err(|err| RotateError(Box::new(err)))
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use domain::ports::{IdentityProvider, IdentityResolver};
 use domain::{
-    CallerIdentity, IdentityId, IdentityJson, LeasedIdentity, Principal, ProviderError, ResolveError, ServiceType,
+    CallerIdentity, IdentityId, IdentityJson, LeasedIdentity, Principal, ProviderError, Renewal, ResolveError,
+    ServiceType,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
@@ -144,7 +145,7 @@ impl IdentityProvider for ManagementClient {
         Ok(LeasedIdentity { id: IdentityId::new(ziti_identity_id), identity_json, expires_in })
     }
 
-    async fn extend_lease(&self, id: &IdentityId) -> Result<Option<Duration>, ProviderError> {
+    async fn extend_lease(&self, id: &IdentityId) -> Result<Renewal, ProviderError> {
         let rpc = Rpc::ExtendIdentityLease;
         let message = proto::ExtendIdentityLeaseRequest { ziti_identity_id: id.as_str().to_owned() };
         let answer = self
@@ -154,7 +155,7 @@ impl IdentityProvider for ManagementClient {
         let expires_in =
             expires_in(answer.lease_expires_at, SystemTime::now()).map_err(|reason| self.broken(rpc, &reason))?;
         tracing::debug!(rpc = rpc.as_str(), lease = %id, ?expires_in, "extended the lease");
-        Ok(expires_in)
+        Ok(Renewal::extended(expires_in))
     }
 
     async fn release(&self, id: &IdentityId) -> Result<(), ProviderError> {

@@ -43,10 +43,10 @@ impl CaBundle {
     /// burst of first requests makes one fetch.
     pub async fn pem(&self) -> Result<Arc<str>, CaBundleError> {
         let mut cached = self.cached.lock().await;
-        if let Some((fetched, pem)) = cached.as_ref() {
-            if fetched.elapsed() < REFRESH_AFTER {
-                return Ok(pem.clone());
-            }
+        if let Some((fetched, pem)) = cached.as_ref()
+            && fetched.elapsed() < REFRESH_AFTER
+        {
+            return Ok(pem.clone());
         }
         let fetched = self.fetch().await;
         match (fetched, cached.as_ref()) {

@@ -25,6 +25,12 @@ impl Layout {
     pub fn root_ca(&self) -> PathBuf {
         self.controller_home().join("pki/root-ca/certs/root-ca.cert")
     }
+    /// The controller's CA bundle as `/.well-known/est/cacerts` serves it (the root and
+    /// the edge signing intermediate): what a client of the controller trusts, and the
+    /// `id.ca` of every identity ziti-management leases (the gateway's `ZITI_CONTROLLER_CA`).
+    pub fn controller_ca_bundle(&self) -> PathBuf {
+        self.controller_home().join("pki/intermediate-ca-quickstart/certs/intermediate-ca-quickstart.chain.pem")
+    }
     pub fn router_home(&self) -> PathBuf {
         self.home.join("router")
     }
@@ -49,6 +55,10 @@ impl Layout {
     }
     pub fn management_key(&self) -> PathBuf {
         self.home.join("management-server.key")
+    }
+    /// SPIRE's server and agent: configs, root CA, data, sockets, logs.
+    pub fn spire_dir(&self) -> PathBuf {
+        self.home.join("spire")
     }
     pub fn log(&self, process: &str) -> PathBuf {
         self.home.join(format!("{process}.log"))

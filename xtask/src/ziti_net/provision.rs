@@ -10,8 +10,9 @@ use super::cli::Cli;
 use super::layout::{ADMIN_USER, CLIENT_NAME, Layout, ROUTER_NAME, SERVICE_NAME};
 use super::process::spawn_detached;
 
-/// The attribute ziti-management gives gateway identities by default.
-const HOSTS_ROLE: &str = "gateway-hosts";
+/// The attribute ziti-management gives gateway identities by default (and `ziti-up`
+/// gives the gateway's SPIFFE identity).
+pub const HOSTS_ROLE: &str = "gateway-hosts";
 const CLIENTS_ROLE: &str = "gateway-clients";
 
 /// The password `ziti edge quickstart` gives the admin when none is passed (it reads

@@ -7,6 +7,9 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::identity::ServiceType;
+use std::sync::Mutex;
+
+use crate::identity::IdentityJson;
 use crate::ports::{BindingEnded, IdentityInstaller, LossReason};
 use crate::test_support::{
     Call, ProviderMock, TTL, Timeline, installer, installer_ending, leased, ms, secs, transient,
@@ -553,4 +556,82 @@ async fn a_release_that_fails_or_hangs_does_not_hold_up_the_stop(#[case] answer:
     assert_eq!(timeline.retired(), ["lease-1"], "the identity is retired whatever the server does");
     assert_eq!(timeline.released(), ["lease-1"]);
     assert!(matches!(stopped.cause, StopCause::Cancelled), "{stopped:?}");
+}
+
+/// A source whose credential rotates every minute and lives two (an X.509-SVID): the
+/// certificate issued at minute `n` is `svid-n`.
+fn rotating_source(timeline: &Arc<Timeline>) -> Arc<dyn IdentityProvider> {
+    let mut mock = crate::ports::MockIdentityProvider::new();
+    let recorder = timeline.clone();
+    mock.expect_extend_lease().returning(move |id| {
+        recorder.record(Call::Extend(id.as_str().to_owned()));
+        let now = recorder.now().as_secs();
+        let issued = now / 60 * 60;
+        let credential = IdentityJson::new(format!("svid-{}", issued / 60).into_bytes());
+        Ok(Renewal::with_credential(credential, Some(secs(issued + 120 - now))))
+    });
+    let releasing = timeline.clone();
+    mock.expect_release().returning(move |id| {
+        releasing.record(Call::Release(id.as_str().to_owned()));
+        Ok(())
+    });
+    Arc::new(mock)
+}
+
+/// An installer that records the credentials it is handed, fails the first rotation
+/// and knows which credential is in use.
+fn rotating_installer(timeline: &Arc<Timeline>) -> (Arc<dyn IdentityInstaller>, Arc<Mutex<Vec<String>>>) {
+    let in_use = Arc::new(Mutex::new(vec!["svid-0".to_owned()]));
+    let mut mock = crate::ports::MockIdentityInstaller::new();
+    mock.expect_ended_bindings().returning(|| tokio::sync::watch::channel(None).1);
+    let retiring = timeline.clone();
+    mock.expect_retire().returning(move |id| retiring.record(Call::Retire(id.as_str().to_owned())));
+    let used = in_use.clone();
+    let failed_once = std::sync::atomic::AtomicBool::new(false);
+    mock.expect_rotate().returning(move |_, credential| {
+        let credential = String::from_utf8(credential.as_bytes().to_vec()).unwrap();
+        let mut used = used.lock().unwrap();
+        if used.last() == Some(&credential) {
+            return Ok(Rotation::Unchanged);
+        }
+        if !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::InstallError::Failed("the controller is unreachable".into()));
+        }
+        used.push(credential);
+        Ok(Rotation::Rotated)
+    });
+    (Arc::new(mock), in_use)
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_rotated_credential_is_put_to_use_before_the_one_in_use_expires() {
+    let timeline = Timeline::start();
+    let (installer, in_use) = rotating_installer(&timeline);
+    let running = start_with(
+        &timeline,
+        rotating_source(&timeline),
+        installer,
+        INTERVAL,
+        lease(&timeline, "svid", Some(secs(120))),
+    );
+    let stopped = running.stop_at(&timeline, secs(250)).await;
+    assert_cancelled(&timeline, &stopped, Some("svid"));
+
+    // The first rotation failed at 60 s and was tried again a second later (119 s left,
+    // so the next look came at half of that); each later credential was in use within
+    // a second of its issue, long before the one it replaced expired.
+    assert_eq!(*in_use.lock().unwrap(), ["svid-0", "svid-1", "svid-2", "svid-3", "svid-4"]);
+    let rotated: Vec<_> = timeline
+        .events_where(|event| matches!(event, LeaseEvent::Rotated { .. } | LeaseEvent::RotationFailed { .. }))
+        .into_iter()
+        .map(|(at, event)| (at, matches!(event, LeaseEvent::Rotated { .. })))
+        .collect();
+    assert_eq!(
+        rotated,
+        [(secs(60), false), (secs(61), true), (ms(120_500), true), (ms(180_500), true), (ms(240_500), true)]
+    );
+    assert!(
+        timeline.events_where(|event| matches!(event, LeaseEvent::Lost { .. })).is_empty(),
+        "a rotating identity was lost"
+    );
 }

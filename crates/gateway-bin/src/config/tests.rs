@@ -43,6 +43,88 @@ fn overlay_defaults_are_the_specs() {
     assert_eq!(overlay.service_name, "gateway");
     assert_eq!(overlay.management_tls, None);
     assert!(overlay.controller_pins.is_empty());
+    assert_eq!(overlay.identity_source, IdentitySourceConfig::Lease);
+    assert_eq!(overlay.identity_store, IdentityStore::File);
+}
+
+fn spiffe_env(ca: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ZITI_ENABLED", "true".to_owned()),
+        ("ZITI_MANAGEMENT_INSECURE", "true".to_owned()),
+        ("ZITI_IDENTITY_SOURCE", "spiffe".to_owned()),
+        ("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock".to_owned()),
+        ("ZITI_CONTROLLER_URL", "https://ctrl.example.com:1280".to_owned()),
+        ("ZITI_CONTROLLER_CA", ca.to_owned()),
+    ]
+}
+
+fn load_owned(env: &[(&'static str, String)], files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    load(&env, files)
+}
+
+#[test]
+fn the_spiffe_source_takes_its_workload_api_and_controller_and_keeps_the_key_in_memory() {
+    let ca = rcgen_ca_pem();
+    let mut env = spiffe_env("ca.pem");
+    env.push(("ZITI_SPIFFE_ID", "spiffe://example.org/gateway".to_owned()));
+    let overlay = load_owned(&env, &[("ca.pem", &ca)]).expect("valid").overlay.expect("overlay on");
+    assert_eq!(
+        overlay.identity_source,
+        IdentitySourceConfig::Spiffe(SpiffeConfig {
+            endpoint: "unix:///run/spire/agent.sock".to_owned(),
+            spiffe_id: Some("spiffe://example.org/gateway".to_owned()),
+            controller_url: "https://ctrl.example.com:1280".to_owned(),
+            controller_ca_pem: ca,
+        })
+    );
+    assert_eq!(overlay.identity_store, IdentityStore::Memory);
+}
+
+#[rstest]
+#[case::no_socket(
+    "SPIFFE_ENDPOINT_SOCKET",
+    "SPIFFE_ENDPOINT_SOCKET must be set with ZITI_IDENTITY_SOURCE=spiffe (where the SPIFFE Workload API listens)"
+)]
+#[case::no_controller(
+    "ZITI_CONTROLLER_URL",
+    "ZITI_CONTROLLER_URL must be set with ZITI_IDENTITY_SOURCE=spiffe (the controller the X.509-SVID logs in to)"
+)]
+#[case::no_ca(
+    "ZITI_CONTROLLER_CA",
+    "ZITI_CONTROLLER_CA must be set with ZITI_IDENTITY_SOURCE=spiffe (the CA bundle that the controller is trusted with)"
+)]
+fn the_spiffe_source_names_what_is_missing(#[case] unset: &str, #[case] expected: &str) {
+    let ca = rcgen_ca_pem();
+    let env: Vec<_> = spiffe_env("ca.pem").into_iter().filter(|(name, _)| *name != unset).collect();
+    let err = load_owned(&env, &[("ca.pem", &ca)]).expect_err("refused");
+    assert_eq!(err.to_string(), expected);
+}
+
+#[rstest]
+#[case::store_file(&[("GATEWAY_IDENTITY_STORE", "file")], "GATEWAY_IDENTITY_STORE=file cannot be used with ZITI_IDENTITY_SOURCE=spiffe")]
+#[case::bad_source(&[("ZITI_IDENTITY_SOURCE", "spire")], "ZITI_IDENTITY_SOURCE=\"spire\" is invalid: expected lease")]
+#[case::bad_socket(&[("SPIFFE_ENDPOINT_SOCKET", "/run/agent.sock")], "SPIFFE_ENDPOINT_SOCKET=\"/run/agent.sock\" is invalid: expected unix:///")]
+#[case::bad_id(&[("ZITI_SPIFFE_ID", "example.org/gateway")], "ZITI_SPIFFE_ID=\"example.org/gateway\" is invalid: expected a SPIFFE ID")]
+fn bad_spiffe_settings_are_refused_naming_the_variable(#[case] set: &[(&'static str, &str)], #[case] expected: &str) {
+    let ca = rcgen_ca_pem();
+    let mut env = spiffe_env("ca.pem");
+    for (name, value) in set {
+        env.retain(|(existing, _)| existing != name);
+        env.push((name, (*value).to_owned()));
+    }
+    let err = load_owned(&env, &[("ca.pem", &ca)]).expect_err("refused");
+    assert!(err.to_string().starts_with(expected), "{err}");
+}
+
+#[rstest]
+#[case::memory("memory", IdentityStore::Memory)]
+#[case::file("FILE", IdentityStore::File)]
+fn the_lease_source_stores_its_identity_as_asked(#[case] value: &str, #[case] expected: IdentityStore) {
+    let env = [("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_INSECURE", "true"), ("GATEWAY_IDENTITY_STORE", value)];
+    let overlay = load(&env, &[]).expect("valid").overlay.expect("overlay on");
+    assert_eq!(overlay.identity_store, expected);
+    assert_eq!(overlay.identity_source, IdentitySourceConfig::Lease);
 }
 
 #[test]
@@ -270,4 +352,9 @@ fn management_tls_is_collected() {
     let tls = config.overlay.and_then(|o| o.management_tls).expect("tls set");
     assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
     assert_eq!(tls.client_key_file.as_deref(), Some(std::path::Path::new("/k.pem")));
+}
+
+/// A CA certificate's PEM.
+fn rcgen_ca_pem() -> String {
+    rcgen::generate_simple_self_signed(vec!["ctrl".to_owned()]).expect("cert").cert.pem()
 }

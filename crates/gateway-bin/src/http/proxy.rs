@@ -249,12 +249,11 @@ fn prepare_request_headers(headers: &mut HeaderMap, context: &RequestContext, fo
         }
     }
 
-    if caller.transport == domain::Transport::Tcp {
-        if let Ok(peer) = caller.peer.parse::<SocketAddr>() {
-            if let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string()) {
-                headers.insert(X_FORWARDED_FOR, ip);
-            }
-        }
+    if caller.transport == domain::Transport::Tcp
+        && let Ok(peer) = caller.peer.parse::<SocketAddr>()
+        && let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        headers.insert(X_FORWARDED_FOR, ip);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = forwarded_host {

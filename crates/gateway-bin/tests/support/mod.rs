@@ -34,6 +34,8 @@ pub fn overlay_config(target: &str, renewal: Duration, identity_dir: &Path) -> C
             resolve_max_concurrent: 32,
             unverified_callers: domain::UnverifiedCallers::Anonymous,
             identity_dir: Some(identity_dir.to_path_buf()),
+            identity_source: gateway_bin::config::IdentitySourceConfig::Lease,
+            identity_store: gateway_bin::config::IdentityStore::File,
         }),
         ignored_identity_file: false,
     }

@@ -17,11 +17,11 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::flow::{self, FlowConn};
-use super::frame::{self, FrameCodec, Message, content, header};
+use super::frame::{self, FrameCodec, Message};
+use super::hello;
 use super::inbox::Inbox;
 use super::pump;
 use super::shared::{ChannelSettings, Closed, ConnKind, Route, Shared, Sink, lock};
-use crate::edge;
 use crate::error::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,8 +55,7 @@ impl Channel {
             .await
             .map_err(|_| Error::Timeout("edge router TLS handshake"))??;
 
-        let hello = Message { sequence: -1, ..Message::new(content::HELLO, hello_body.as_bytes().to_vec()) }
-            .with_header(edge::header::SESSION_TOKEN, token.as_bytes().to_vec());
+        let hello = hello::request(token, hello_body);
         let mut buf = BytesMut::new();
         frame::encode_into(&hello, &mut buf).map_err(|err| Error::Protocol(err.to_string()))?;
         tls.write_all(&buf).await?;
@@ -71,16 +70,15 @@ impl Channel {
             .map_err(|err| Error::Protocol(format!("hello to {address}: {err}")))?
             .ok_or_else(|| Error::Protocol(format!("router {address} closed the channel during the hello")))?;
         tracing::trace!(message = ?reply, "hello reply");
-        if reply.content_type != content::RESULT || !reply.header_bool(header::RESULT_SUCCESS) {
-            return Err(Error::Protocol(format!("router {address} refused the hello: {}", reply.body_text())));
-        }
+        let outcome = hello::on_reply(&reply)
+            .map_err(|refused| Error::Protocol(format!("router {address} refused the hello: {}", refused.reason)))?;
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             router: address.to_owned(),
-            router_id: reply.header_str(header::ROUTER_ID).unwrap_or_default().to_owned(),
-            supports_bind_success: reply.header_bool(edge::header::SUPPORTS_BIND_SUCCESS),
+            router_id: outcome.router_id,
+            supports_bind_success: outcome.supports_bind_success,
             sequence: AtomicI32::new(1),
             next_conn_id: AtomicU32::new(0),
             pending: Mutex::default(),
@@ -120,6 +118,42 @@ impl Channel {
     /// Closes the channel; every connection on it sees the loss.
     pub(crate) fn close(&self) {
         self.shared.cancel.cancel();
+    }
+
+    /// How many connections and binds are registered on the channel now.
+    pub(crate) fn registered(&self) -> usize {
+        lock(&self.shared.sinks).len()
+    }
+
+    /// Waits until the channel is closed.
+    pub(crate) async fn closed(&self) {
+        self.shared.cancel.cancelled().await;
+    }
+
+    /// A channel with no router behind it (its sends fail), for unit tests of what holds
+    /// channels.
+    #[cfg(test)]
+    pub(crate) fn detached(router: &str) -> Channel {
+        let (outbound, _) = mpsc::channel(1);
+        let (control, _) = mpsc::unbounded_channel();
+        Channel {
+            shared: Arc::new(Shared {
+                router: router.to_owned(),
+                router_id: String::new(),
+                supports_bind_success: true,
+                sequence: AtomicI32::new(1),
+                next_conn_id: AtomicU32::new(0),
+                pending: Mutex::default(),
+                sinks: Mutex::default(),
+                outbound,
+                control,
+                cancel: CancellationToken::new(),
+                closed: Mutex::default(),
+                received: AtomicU64::new(0),
+                settings: ChannelSettings { budget: 1024, stall: Duration::from_secs(1), probe_interval: None },
+                ticking: AtomicBool::new(false),
+            }),
+        }
     }
 
     /// The error to report for work that failed because this channel closed.

@@ -106,10 +106,10 @@ impl FlowConn {
             },
             xgress::content::ACKNOWLEDGEMENT => match Ack::from_message(&message) {
                 Ok(ack) => {
-                    if state.circuit.on_ack(&ack, now) {
-                        if let Some(waker) = state.writer.take() {
-                            waker.wake();
-                        }
+                    if state.circuit.on_ack(&ack, now)
+                        && let Some(waker) = state.writer.take()
+                    {
+                        waker.wake();
                     }
                 }
                 Err(err) => tracing::debug!(%err, "ignoring an unreadable acknowledgement"),

@@ -96,11 +96,11 @@ impl Inbox {
 
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let event = std::task::ready!(self.rx.poll_recv(cx));
-        if let Some(Event::Message(message)) = &event {
-            if !message.body.is_empty() {
-                self.level.buffered.fetch_sub(message.body.len(), Ordering::AcqRel);
-                self.level.drained.notify_waiters();
-            }
+        if let Some(Event::Message(message)) = &event
+            && !message.body.is_empty()
+        {
+            self.level.buffered.fetch_sub(message.body.len(), Ordering::AcqRel);
+            self.level.drained.notify_waiters();
         }
         Poll::Ready(event)
     }

@@ -3,6 +3,7 @@
 pub(crate) mod connection;
 pub(crate) mod flow;
 pub(crate) mod frame;
+mod hello;
 pub(crate) mod inbox;
 mod pump;
 mod shared;

@@ -119,11 +119,11 @@ fn shutdown(shared: &Shared, reason: Closed) {
 
 async fn dispatch(shared: &Shared, message: Message) {
     tracing::trace!(?message, "received");
-    if let Some(reply_for) = message.reply_for() {
-        if let Some(waiter) = lock(&shared.pending).remove(&reply_for) {
-            let _ = waiter.send(message);
-            return;
-        }
+    if let Some(reply_for) = message.reply_for()
+        && let Some(waiter) = lock(&shared.pending).remove(&reply_for)
+    {
+        let _ = waiter.send(message);
+        return;
     }
     let conn_id = edge::conn_id(&message);
     if message.content_type == edge::content::CONN_INSPECT_REQUEST {

@@ -210,7 +210,7 @@ impl Ack {
 
     pub(crate) fn from_message(message: &Message) -> Result<Ack, WireError> {
         message.header(header::CIRCUIT_ID).ok_or(WireError::Missing("a circuit id"))?;
-        if message.body.len() % 4 != 0 {
+        if !message.body.len().is_multiple_of(4) {
             return Err(WireError::BadSequences(message.body.len()));
         }
         let sequences = message.body.chunks_exact(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -426,10 +426,10 @@ impl Circuit {
             // Our own payload come back: a routing loop, not data for us.
             return out;
         }
-        if let Some(caps) = payload.header(payload_header::CAPABILITIES) {
-            if let Some(bytes) = caps.get(..4) {
-                self.peer_capabilities = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            }
+        if let Some(caps) = payload.header(payload_header::CAPABILITIES)
+            && let Some(bytes) = caps.get(..4)
+        {
+            self.peer_capabilities = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         }
         if payload.flags & flag::CIRCUIT_START != 0 && !self.started && self.originator == Originator::Terminator {
             self.started = true;

@@ -226,7 +226,7 @@ fn a_lossy_link_still_delivers_everything_in_order() {
         to_host.extend(dialer.retransmit(now));
         while let Some(message) = to_host.pop_front() {
             counter += 1;
-            if counter % 7 == 0 {
+            if counter.is_multiple_of(7) {
                 dropped += 1;
                 continue;
             }
@@ -242,7 +242,7 @@ fn a_lossy_link_still_delivers_everything_in_order() {
         to_dialer.extend(host.window_update());
         while let Some(message) = to_dialer.pop_front() {
             counter += 1;
-            if counter % 7 == 0 {
+            if counter.is_multiple_of(7) {
                 dropped += 1;
                 continue;
             }

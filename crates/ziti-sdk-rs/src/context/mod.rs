@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::ClientConfig;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::channel::{Channel, ChannelSettings};
@@ -65,14 +66,20 @@ impl Default for ContextOptions {
 }
 
 pub(crate) struct Inner {
-    pub(crate) controller: Controller,
-    pub(crate) router_tls: Arc<ClientConfig>,
+    /// Swapped, with `router_tls`, when the credentials rotate.
+    controller: RwLock<Controller>,
+    router_tls: RwLock<Arc<ClientConfig>>,
+    /// The controller URLs of the identity logged in with (rotated credentials must
+    /// name the same).
+    api_urls: Vec<reqwest::Url>,
     pub(crate) options: ContextOptions,
     session: RwLock<Arc<ApiSession>>,
     login_lock: tokio::sync::Mutex<()>,
     routers: routers::Routers,
     dial_sessions: Mutex<HashMap<String, ServiceSession>>,
     refresher: Mutex<Option<JoinHandle<()>>>,
+    /// Counts API session changes, so that listeners bind again on the new channels.
+    renewals: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -83,6 +90,23 @@ impl std::fmt::Debug for Inner {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) -> T {
+    std::mem::replace(&mut *lock.write().unwrap_or_else(PoisonError::into_inner), value)
+}
+
+/// Whether two lists name the same controllers (in any order).
+fn same_controllers(a: &[reqwest::Url], b: &[reqwest::Url]) -> bool {
+    a.iter().all(|url| b.contains(url)) && b.iter().all(|url| a.contains(url))
+}
+
+fn url_list(urls: &[reqwest::Url]) -> String {
+    urls.iter().map(reqwest::Url::as_str).collect::<Vec<_>>().join(", ")
 }
 
 /// A logged-in identity. Cheap to clone; the API session is refreshed in the
@@ -110,16 +134,7 @@ impl ZitiContext {
         let router_tls = crate::tls::client_config(&identity, &[])?;
         let session = controller.login().await?;
         tracing::debug!(identity = %session.identity_name, mode = ?controller.mode(), "logged in to the controller");
-        let inner = Arc::new(Inner {
-            controller,
-            router_tls,
-            options,
-            session: RwLock::new(Arc::new(session)),
-            login_lock: tokio::sync::Mutex::new(()),
-            routers: routers::Routers::default(),
-            dial_sessions: Mutex::default(),
-            refresher: Mutex::default(),
-        });
+        let inner = Arc::new(Inner::new(controller, router_tls, identity.api_urls().to_vec(), options, session));
         let task = tokio::spawn(refresh::keep_fresh(Arc::downgrade(&inner)));
         *lock(&inner.refresher) = Some(task);
         Ok(Self { inner })
@@ -148,31 +163,112 @@ impl ZitiContext {
     /// Looks a service up by name, as this identity sees it.
     pub async fn service(&self, name: &str) -> Result<Service, Error> {
         let first = self.inner.session();
-        match self.inner.controller.service(name, &first).await {
+        match self.inner.controller().service(name, &first).await {
             Err(Error::SessionExpired) => {
                 let session = self.inner.relogin(&first).await?;
-                self.inner.controller.service(name, &session).await
+                self.inner.controller().service(name, &session).await
             }
             other => other,
         }
     }
+
+    /// Presents new credentials from now on (e.g. a rotated SPIFFE X.509-SVID; call it
+    /// before the current certificate expires, see
+    /// [`Identity::certificate_expires_at`]): logs in with `identity`'s certificate at
+    /// once (a new API session), then uses it for the controller and for new router
+    /// channels, and refreshes the new session from then on.
+    ///
+    /// Make-before-break: connections on the old session's router channels carry on;
+    /// each listener binds again on a new channel before it ends its old bind; an old
+    /// channel closes once no connection is left on it (or when the old session's token
+    /// expires, at the latest 5 minutes after the update).
+    ///
+    /// `identity` must name the same controller URLs ([`Error::OtherController`]). If
+    /// it is refused, or the login with it fails, nothing changes: the context goes on
+    /// with its current credentials and session, and the error is returned.
+    pub async fn update_identity(&self, identity: Identity) -> Result<(), Error> {
+        let inner = &self.inner;
+        if !same_controllers(identity.api_urls(), &inner.api_urls) {
+            return Err(Error::OtherController {
+                current: url_list(&inner.api_urls),
+                offered: url_list(identity.api_urls()),
+            });
+        }
+        let controller = inner.controller().with_identity(&identity)?;
+        let router_tls = crate::tls::client_config(&identity, &[])?;
+        let (serial, not_after) = identity.certificate_summary();
+        // No relogin with the old certificate in between.
+        let _guard = inner.login_lock.lock().await;
+        let session = controller.login().await.inspect_err(|err| {
+            tracing::warn!(%err, certificate_serial = serial, "logging in with the new certificate failed; keeping the current session");
+        })?;
+        write(&inner.controller, controller);
+        // Before the session: whoever sees the new session also sees the new certificate.
+        write(&inner.router_tls, router_tls);
+        let (session, _) = inner.install(session);
+        tracing::info!(
+            api_session = %session.api_session_id,
+            certificate_serial = serial,
+            certificate_not_after = not_after,
+            "credentials rotated: logged in with the new certificate"
+        );
+        Ok(())
+    }
 }
 
 impl Inner {
+    pub(crate) fn new(
+        controller: Controller,
+        router_tls: Arc<ClientConfig>,
+        api_urls: Vec<reqwest::Url>,
+        options: ContextOptions,
+        session: ApiSession,
+    ) -> Inner {
+        Inner {
+            controller: RwLock::new(controller),
+            router_tls: RwLock::new(router_tls),
+            api_urls,
+            options,
+            routers: routers::Routers::new(&session.api_session_id),
+            session: RwLock::new(Arc::new(session)),
+            login_lock: tokio::sync::Mutex::new(()),
+            dial_sessions: Mutex::default(),
+            refresher: Mutex::default(),
+            renewals: watch::Sender::new(0),
+        }
+    }
+
+    /// The controller client, presenting the current certificate.
+    pub(crate) fn controller(&self) -> Controller {
+        read(&self.controller)
+    }
+
+    fn router_tls(&self) -> Arc<ClientConfig> {
+        read(&self.router_tls)
+    }
+
+    /// Changes each time the API session is replaced (a new login): binds made with the
+    /// old one should be made again on new channels.
+    pub(crate) fn renewals(&self) -> watch::Receiver<u64> {
+        self.renewals.subscribe()
+    }
+
     pub(crate) fn session(&self) -> Arc<ApiSession> {
         self.session.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Replaces the API session. A new API session id invalidates every router channel
-    /// (routers refuse UpdateToken across API sessions) and every cached service token.
+    /// Replaces the API session. A new API session id retires every router channel
+    /// (routers refuse UpdateToken across API sessions: new work needs new channels,
+    /// while the connections on the old ones carry on), drops every cached service
+    /// token, and tells listeners to bind again.
     pub(crate) fn install(&self, session: ApiSession) -> (Arc<ApiSession>, bool) {
         let session = Arc::new(session);
-        let previous =
-            std::mem::replace(&mut *self.session.write().unwrap_or_else(PoisonError::into_inner), session.clone());
+        let previous = write(&self.session, session.clone());
         let same = previous.api_session_id == session.api_session_id;
         if !same {
             lock(&self.dial_sessions).clear();
-            self.routers.close_all();
+            self.routers.retire_all(&session.api_session_id, &previous);
+            self.renewals.send_modify(|count| *count += 1);
         }
         (session, same)
     }
@@ -184,7 +280,7 @@ impl Inner {
         if current.token.as_str() != stale.token.as_str() {
             return Ok(current);
         }
-        let session = self.controller.login().await.map_err(|err| {
+        let session = self.controller().login().await.map_err(|err| {
             tracing::warn!(%err, "logging in again failed");
             match err {
                 // The certificate is no longer accepted: the session cannot come back.
@@ -202,16 +298,17 @@ impl Inner {
         service: &Service,
         kind: SessionType,
     ) -> Result<(ServiceSession, bool), Error> {
-        if kind == SessionType::Dial {
-            if let Some(cached) = lock(&self.dial_sessions).get(&service.id) {
-                return Ok((cached.clone(), true));
-            }
+        if kind == SessionType::Dial
+            && let Some(cached) = lock(&self.dial_sessions).get(&service.id)
+        {
+            return Ok((cached.clone(), true));
         }
         let first = self.session();
-        let session = match self.controller.create_session(service, kind, &first).await {
+        let controller = self.controller();
+        let session = match controller.create_session(service, kind, &first).await {
             Err(Error::SessionExpired) => {
                 let fresh = self.relogin(&first).await?;
-                self.controller.create_session(service, kind, &fresh).await?
+                self.controller().create_session(service, kind, &fresh).await?
             }
             other => other?,
         };
@@ -234,7 +331,7 @@ impl Inner {
             stall: self.options.receive_stall_limit,
             probe_interval: self.options.latency_probe_interval,
         };
-        self.routers.channel_for(service, session, &api, self.router_tls.clone(), settings).await
+        self.routers.channel_for(service, session, &api, self.router_tls(), settings).await
     }
 
     /// A channel to the router at `address`.
@@ -245,7 +342,7 @@ impl Inner {
             stall: self.options.receive_stall_limit,
             probe_interval: self.options.latency_probe_interval,
         };
-        self.routers.channel_to(service, address, &api, self.router_tls.clone(), settings).await
+        self.routers.channel_to(service, address, &api, self.router_tls(), settings).await
     }
 
     pub(crate) fn close_channels(&self) {
@@ -254,6 +351,12 @@ impl Inner {
 
     pub(crate) fn channels(&self) -> Vec<Channel> {
         self.routers.open_channels()
+    }
+
+    /// Channels of earlier API sessions still open for the connections on them.
+    #[cfg(test)]
+    pub(crate) fn retired_channels(&self) -> Vec<Channel> {
+        self.routers.retired_channels()
     }
 }
 
@@ -265,3 +368,7 @@ impl Drop for Inner {
         self.routers.close_all();
     }
 }
+
+#[cfg(test)]
+#[path = "update_tests.rs"]
+mod update_tests;

@@ -58,7 +58,7 @@ fn retry_wait(backoff: Duration, session: &ApiSession, now: SystemTime) -> Durat
 
 /// One refresh attempt; true when the session is fresh again.
 async fn refresh_once(inner: &Arc<Inner>, session: &ApiSession) -> bool {
-    match inner.controller.refresh(session).await {
+    match inner.controller().refresh(session).await {
         Ok(fresh) => {
             let (fresh, same_api_session) = inner.install(fresh);
             tracing::debug!(expires_at = ?fresh.expires_at, same_api_session, "API session refreshed");
@@ -102,7 +102,7 @@ async fn refresh_once(inner: &Arc<Inner>, session: &ApiSession) -> bool {
 /// ask with the access token, which it then answers 401.
 async fn session_refused(inner: &Inner, session: &ApiSession) -> bool {
     session.mode == AuthMode::Oidc
-        && matches!(inner.controller.check_session(session).await, Err(Error::SessionExpired))
+        && matches!(inner.controller().check_session(session).await, Err(Error::SessionExpired))
 }
 
 /// Routers check every Bind and Connect against the channel's latest token.

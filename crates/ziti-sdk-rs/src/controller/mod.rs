@@ -100,13 +100,7 @@ impl Controller {
     /// Builds the client and asks the controller which login it offers (OIDC when
     /// advertised, unless `force_legacy`).
     pub(crate) async fn connect(identity: &Identity, force_legacy: bool) -> Result<Controller, Error> {
-        let tls = crate::tls::client_config(identity, &[b"http/1.1"])?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            // OIDC answers are redirects whose Location is the result: never follow them.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(HTTP_TIMEOUT)
-            .build()?;
+        let http = http_client(identity)?;
         let mut last_err = None;
         for base in identity.api_urls() {
             let mut controller = Controller { http: http.clone(), base: base.clone(), mode: AuthMode::Legacy };
@@ -126,6 +120,11 @@ impl Controller {
 
     pub(crate) fn mode(&self) -> AuthMode {
         self.mode
+    }
+
+    /// The same controller and login method, presenting `identity`'s certificate.
+    pub(crate) fn with_identity(&self, identity: &Identity) -> Result<Controller, Error> {
+        Ok(Controller { http: http_client(identity)?, base: self.base.clone(), mode: self.mode })
     }
 
     /// A client for a plain-HTTP stand-in controller (unit tests).
@@ -184,6 +183,17 @@ impl Controller {
         let request = Self::authorize(self.http.post(self.url(path)?).json(body), session);
         checked(path, request.send().await?).await
     }
+}
+
+/// An HTTP client that trusts the identity's CAs and presents its certificate.
+fn http_client(identity: &Identity) -> Result<reqwest::Client, Error> {
+    let tls = crate::tls::client_config(identity, &[b"http/1.1"])?;
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        // OIDC answers are redirects whose Location is the result: never follow them.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(HTTP_TIMEOUT)
+        .build()?)
 }
 
 /// Turns controller error answers into typed errors: 401 means the API session is gone.

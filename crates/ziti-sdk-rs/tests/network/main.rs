@@ -12,6 +12,7 @@ mod inspect;
 mod plain;
 mod rebind;
 mod relogin;
+mod rotation;
 mod routers;
 mod session;
 mod support;

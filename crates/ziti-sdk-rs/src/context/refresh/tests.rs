@@ -1,9 +1,7 @@
-use std::sync::Mutex;
-
 use rustls::{ClientConfig, RootCertStore};
 
 use super::*;
-use crate::context::{ContextOptions, routers};
+use crate::context::ContextOptions;
 use crate::controller::Controller;
 use crate::fake_controller::{FakeController, Reply, logged_in_session};
 
@@ -18,16 +16,9 @@ fn context(fake: &FakeController) -> Arc<Inner> {
         .unwrap()
         .with_root_certificates(RootCertStore::empty())
         .with_no_client_auth();
-    Arc::new(Inner {
-        controller: Controller::for_tests(fake.base(), AuthMode::Oidc),
-        router_tls: Arc::new(router_tls),
-        options: ContextOptions { max_refresh_interval: Some(Duration::from_secs(1)), ..ContextOptions::default() },
-        session: std::sync::RwLock::new(Arc::new(session)),
-        login_lock: tokio::sync::Mutex::new(()),
-        routers: routers::Routers::default(),
-        dial_sessions: Mutex::default(),
-        refresher: Mutex::default(),
-    })
+    let options = ContextOptions { max_refresh_interval: Some(Duration::from_secs(1)), ..ContextOptions::default() };
+    let controller = Controller::for_tests(fake.base(), AuthMode::Oidc);
+    Arc::new(Inner::new(controller, Arc::new(router_tls), Vec::new(), options, session))
 }
 
 /// Waits (in paused time) until the context holds a token other than `old`.
