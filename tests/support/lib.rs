@@ -9,4 +9,4 @@
 mod management;
 pub mod network;
 
-pub use management::{Behaviour, FakeManagement, identity_json_for};
+pub use management::{Behaviour, FakeManagement, identity_json_for, identity_key_for};

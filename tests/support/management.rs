@@ -17,13 +17,53 @@ use zitimgmt_grpc::proto::{
     ResolveIdentityRequest, ResolveIdentityResponse, ServiceType,
 };
 
-/// A well-formed OpenZiti identity JSON whose certificate names the lease, so that
-/// each lease's file differs. (Not a real key: the tests check shape and bytes.)
+/// A real OpenZiti identity JSON for `lease` (its own key and a certificate signed by
+/// a test CA that names the lease), the same bytes every time in one test process.
 pub fn identity_json_for(lease: &str) -> Vec<u8> {
-    format!(
-        r#"{{"ztAPI":"https://127.0.0.1:1280/edge/client/v1","id":{{"cert":"pem:-----BEGIN CERTIFICATE-----\n{lease}\n-----END CERTIFICATE-----\n","key":"pem:-----BEGIN PRIVATE KEY-----\nsecret-{lease}\n-----END PRIVATE KEY-----\n","ca":"pem:-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n"}}}}"#
-    )
-    .into_bytes()
+    material_for(lease).0
+}
+
+/// The private key PEM of [`identity_json_for`] `lease`, to check it never reaches a log.
+pub fn identity_key_for(lease: &str) -> String {
+    material_for(lease).1
+}
+
+fn material_for(lease: &str) -> (Vec<u8>, String) {
+    static MADE: Mutex<Vec<(String, Vec<u8>, String)>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, json, key)) = made.iter().find(|(name, ..)| name == lease) {
+        return (json.clone(), key.clone());
+    }
+    let (json, key) = make_identity(lease);
+    made.push((lease.to_owned(), json.clone(), key.clone()));
+    (json, key)
+}
+
+/// # Panics
+/// When rcgen cannot make the certificates (a test set-up failure).
+fn make_identity(lease: &str) -> (Vec<u8>, String) {
+    let failed = |err: rcgen::Error| -> ! { panic!("making a test identity: {err}") };
+    let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|err| failed(err));
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|err| failed(err));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test controller CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap_or_else(|err| failed(err));
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|err| failed(err));
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|err| failed(err));
+    params.distinguished_name.push(rcgen::DnType::CommonName, lease);
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap_or_else(|err| failed(err));
+    let json = format!(
+        r#"{{"ztAPI":"https://127.0.0.1:1280/edge/client/v1","id":{{"cert":"pem:{}","key":"pem:{}","ca":"pem:{}"}}}}"#,
+        escape(&cert.pem()),
+        escape(&key.serialize_pem()),
+        escape(&ca.pem())
+    );
+    (json.into_bytes(), key.serialize_pem())
+}
+
+fn escape(pem: &str) -> String {
+    pem.replace('\r', "").replace('\n', "\\n")
 }
 
 /// How the server answers.

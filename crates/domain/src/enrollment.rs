@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::error::{AttemptFailure, InstallError, ProviderError};
+use crate::hosting::Host;
 use crate::identity::{IdentityId, IdentityJson, ServiceType};
 use crate::ports::{BindingEnded, IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver, Rotation};
 
@@ -46,12 +47,14 @@ pub enum EnrollError {
     Cancelled,
 }
 
-/// Asks the provider for identities and hands them to the installer.
+/// Asks the provider for identities, hands them to the installer, and the binding it
+/// makes to the host: the one path of an identity from its source to serving.
 #[derive(Clone)]
 pub struct Enroller {
     provider: Arc<dyn IdentityProvider>,
     installer: Arc<dyn IdentityInstaller>,
     observer: Arc<dyn LeaseObserver>,
+    host: Host,
     service: ServiceType,
     retry: Backoff,
 }
@@ -67,10 +70,11 @@ impl Enroller {
         provider: Arc<dyn IdentityProvider>,
         installer: Arc<dyn IdentityInstaller>,
         observer: Arc<dyn LeaseObserver>,
+        host: Host,
         service: ServiceType,
         retry: Backoff,
     ) -> Self {
-        Self { provider, installer, observer, service, retry }
+        Self { provider, installer, observer, host, service, retry }
     }
 
     /// Start-up enrollment: retries a provider that is down or slow until `timeout`,
@@ -132,9 +136,18 @@ impl Enroller {
         tracing::info_span!("enrollment", service = %self.service)
     }
 
-    /// Takes a lease's identity out of use (see [`IdentityInstaller::retire`]).
+    /// Takes a lease's identity out of use (see [`IdentityInstaller::retire`]) and,
+    /// when it was the one in use, closes its binding.
     pub async fn retire(&self, id: &IdentityId) {
-        self.installer.retire(id).await;
+        if self.installer.retire(id).await {
+            self.host.close_binding();
+            tracing::info!(lease = %id, "identity retired: binding closed, identity erased");
+        }
+    }
+
+    /// Erases whatever the installer still holds (at shutdown).
+    pub async fn close(&self) {
+        self.installer.close().await;
     }
 
     /// Puts a rotated credential of the identity `id` to use (see
@@ -162,13 +175,16 @@ impl Enroller {
         let received = Instant::now();
         let id = identity.id.clone();
         let expires_in = identity.expires_in;
-        if let Err(source) = self.installer.install(identity).instrument(self.span()).await {
-            // Nothing lost: a lease we cannot use goes back at once.
-            if let Err(error) = self.provider.release(&id).await {
-                let error: &(dyn std::error::Error + 'static) = &error;
-                tracing::warn!(lease = %id, error, "could not release an unusable lease; it will expire");
+        match self.installer.install(identity).instrument(self.span()).await {
+            Ok(listener) => self.host.serve(listener),
+            Err(source) => {
+                // Nothing lost: a lease we cannot use goes back at once.
+                if let Err(error) = self.provider.release(&id).await {
+                    let error: &(dyn std::error::Error + 'static) = &error;
+                    tracing::warn!(lease = %id, error, "could not release an unusable lease; it will expire");
+                }
+                return Ok(Err(AttemptError::Install { id, source }));
             }
-            return Ok(Err(AttemptError::Install { id, source }));
         }
         self.observer.observe(&LeaseEvent::Enrolled { id: id.clone(), expires_in });
         Ok(Ok(Lease { id, expires_at: expires_in.map(|left| received + left) }))

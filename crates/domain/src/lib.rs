@@ -9,10 +9,12 @@ pub mod backoff;
 pub mod caller;
 pub mod enrollment;
 pub mod error;
+pub mod hosting;
 pub mod identity;
 pub mod lease;
 pub mod ports;
 pub mod resolution;
+pub mod service;
 
 #[cfg(test)]
 mod test_support;

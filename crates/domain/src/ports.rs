@@ -7,8 +7,9 @@ use async_trait::async_trait;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::caller::{Caller, CallerIdentity, Principal};
+use crate::caller::{Caller, CallerIdentity, Principal, Refusal};
 use crate::error::{AttemptFailure, InstallError, ListenError, ProviderError, ResolveError};
 use crate::identity::{IdentityId, IdentityJson, LeasedIdentity, Renewal, ServiceType};
 
@@ -34,14 +35,18 @@ pub trait IdentityProvider: Send + Sync {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait IdentityInstaller: Send + Sync {
-    /// Stores the identity privately, loads it into the overlay and binds the service
-    /// with it, replacing (and erasing) any previous identity.
-    async fn install(&self, identity: LeasedIdentity) -> Result<(), InstallError>;
+    /// Stores the identity privately (or holds it in memory), loads it into the
+    /// overlay and binds the service with it, replacing (and erasing) any previous
+    /// identity. Returns the binding, for the host to serve.
+    async fn install(&self, identity: LeasedIdentity) -> Result<Box<dyn ServiceListener>, InstallError>;
 
-    /// The lease `id` is over (lost, released or refused): drop its binding and erase
-    /// its identity at once, not when a successor arrives. Best effort; a lease that is
-    /// not the one in use is ignored.
-    async fn retire(&self, id: &IdentityId);
+    /// The lease `id` is over (lost, released or refused): erase its identity at once,
+    /// not when a successor arrives. Returns whether it was the one in use (whose
+    /// binding the host must then close). Best effort.
+    async fn retire(&self, id: &IdentityId) -> bool;
+
+    /// Erases whatever the installer still holds (at shutdown, after the last retire).
+    async fn close(&self);
 
     /// The identity `id` in use now has `credential` (a rotated certificate for the same
     /// identity): present it from now on, keeping the binding. `Unchanged` when it is
@@ -111,6 +116,39 @@ pub enum LossReason {
 #[cfg_attr(test, mockall::automock)]
 pub trait LeaseObserver: Send + Sync {
     fn observe(&self, event: &LeaseEvent);
+}
+
+/// Whether the service is reachable now, and its connections (readiness, metrics).
+/// Must not block.
+#[cfg_attr(test, mockall::automock)]
+pub trait HostObserver: Send + Sync {
+    /// The service became reachable (a working binding) or not.
+    fn serving(&self, serving: bool);
+    /// A connection is being served.
+    fn connection_opened(&self);
+    /// A connection being served ended.
+    fn connection_closed(&self);
+    /// A connection was closed at once: the connection limit was reached.
+    fn connection_refused(&self);
+}
+
+/// Who a connection's requests are served as: the caller as admitted, its principal
+/// when resolved, or why it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub caller: Caller,
+    /// The caller's principal, when its identity is known and was resolved.
+    pub principal: Option<Principal>,
+    /// Set when the caller may not be served: each of its requests is refused.
+    pub refusal: Option<Refusal>,
+}
+
+/// Serves the requests on one connection (HTTP in the gateway).
+#[async_trait]
+pub trait ConnectionHandler: Send + Sync {
+    /// Serves `connection` for `admitted` until it closes. When `drain` is cancelled,
+    /// finishes what is in flight and closes (idle connections at once).
+    async fn serve(&self, connection: Box<dyn Connection>, admitted: Admitted, drain: CancellationToken);
 }
 
 /// Resolves a caller's OpenZiti identity to a principal (`ResolveIdentity`).

@@ -14,7 +14,7 @@ use crate::error::{InstallError, ProviderError};
 use crate::identity::{IdentityId, IdentityJson, LeasedIdentity, ServiceType};
 use crate::ports::{
     BindingEnded, IdentityInstaller, IdentityProvider, LeaseEvent, LeaseObserver, MockIdentityInstaller,
-    MockIdentityProvider,
+    MockIdentityProvider, ServiceListener,
 };
 
 /// The lease TTL ziti-management grants.
@@ -49,6 +49,10 @@ pub(crate) enum Call {
     Release(String),
     Install(String),
     Retire(String),
+    /// The installer erased what it still held.
+    Close,
+    /// A served connection ended.
+    ConnectionEnded,
 }
 
 /// Everything that happened in a test, with the time since the timeline was made.
@@ -295,13 +299,63 @@ pub(crate) fn installer_ending(
     let mut mock = MockIdentityInstaller::new();
     mock.expect_ended_bindings().returning(move || ended.clone());
     let retiring = timeline.clone();
-    mock.expect_retire().returning(move |id| retiring.record(Call::Retire(id.as_str().to_owned())));
+    mock.expect_retire().returning(move |id| {
+        retiring.record(Call::Retire(id.as_str().to_owned()));
+        true
+    });
+    let closing = timeline.clone();
+    mock.expect_close().returning(move || closing.record(Call::Close));
     let timeline = timeline.clone();
     mock.expect_install().returning(move |identity| {
         let id = identity.id.as_str().to_owned();
         timeline.record(Call::Install(id.clone()));
         assert!(!identity.identity_json.is_empty(), "the installer got no identity JSON");
-        if reject.contains(&id) { Err(InstallError::Unusable(format!("{id} would not load").into())) } else { Ok(()) }
+        if reject.contains(&id) {
+            Err(InstallError::Unusable(format!("{id} would not load").into()))
+        } else {
+            Ok(Box::new(Idle) as Box<dyn ServiceListener>)
+        }
     });
     Arc::new(mock)
+}
+
+/// A binding nobody dials.
+pub(crate) struct Idle;
+
+#[async_trait]
+impl ServiceListener for Idle {
+    async fn accept(&mut self) -> Result<crate::ports::Accepted, crate::ListenError> {
+        std::future::pending().await
+    }
+}
+
+/// Hears nothing and serves nothing: a host for tests of the lease policy alone.
+pub(crate) struct Quiet;
+
+impl crate::ports::HostObserver for Quiet {
+    fn serving(&self, _serving: bool) {}
+    fn connection_opened(&self) {}
+    fn connection_closed(&self) {}
+    fn connection_refused(&self) {}
+}
+
+#[async_trait]
+impl crate::ports::ConnectionHandler for Quiet {
+    async fn serve(
+        &self,
+        _connection: Box<dyn crate::ports::Connection>,
+        _admitted: crate::ports::Admitted,
+        _drain: tokio_util::sync::CancellationToken,
+    ) {
+    }
+}
+
+/// A host with no handler or observer worth the name.
+pub(crate) fn quiet_host() -> crate::hosting::Host {
+    let policy = crate::hosting::HostPolicy {
+        max_connections: 8,
+        unverified_callers: crate::UnverifiedCallers::Anonymous,
+        resolver: None,
+    };
+    crate::hosting::Host::new(Arc::new(Quiet), Arc::new(Quiet), policy)
 }

@@ -1,7 +1,6 @@
-//! Wiring: the domain's enrollment and lease policy, the overlay (or plain TCP)
-//! transport and HTTP, from start-up to a clean shutdown.
-
-mod serve;
+//! Wiring: the domain's host and identity lifecycle, with HTTP, the overlay (or plain
+//! TCP) transport, readiness and metrics plugged in, from start-up to a clean
+//! shutdown. The policy (what happens when, and in which order) is the domain's.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,25 +8,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ServiceType;
-use domain::enrollment::{EnrollError, Enroller};
-use domain::lease::{LeaseKeeper, LeasePolicy, StopCause, Stopped};
+use domain::enrollment::EnrollError;
+use domain::hosting::{Host, HostPolicy};
+use domain::lease::LeasePolicy;
 use domain::ports::{IdentityProvider, IdentityResolver, LeaseObserver};
 use domain::resolution::CachingResolver;
+use domain::service::{Lifecycle, Serving};
 use thiserror::Error;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use ziti_transport::{
-    IdentityFileError, IdentityFileStore, ListenerUpdate, OverlayBinder, OverlayInstaller, TcpBindError,
-    TcpServiceListener, refused_login,
+    IdentityFileError, IdentityFileStore, OverlayBinder, OverlayInstaller, TcpBindError, TcpServiceListener,
+    refused_login,
 };
 
 use crate::admin::serve_admin;
 use crate::config::{Config, IdentitySourceConfig, IdentityStore, OverlayConfig};
+use crate::http::{HttpHandler, HttpService, ProxySettings};
 use crate::metrics::Metrics;
-use crate::readiness::{LeaseTracker, Readiness};
-
-use serve::{ServeContext, Server};
+use crate::readiness::{HostTracker, LeaseTracker, Readiness};
 
 /// Resolved callers kept at most (see `CachingResolver`).
 const RESOLVE_CACHE_CAPACITY: usize = 4096;
@@ -56,8 +55,8 @@ pub enum AppError {
         #[source]
         source: EnrollError,
     },
-    #[error("the identity source refused to keep the identity valid, stopping")]
-    LeaseRefused(#[source] domain::ProviderError),
+    #[error(transparent)]
+    Stopped(domain::service::ServiceError),
     #[error("the overlay is on but no ziti-management client was given")]
     NoProvider,
     #[error("the gateway task failed: {0}")]
@@ -121,9 +120,7 @@ impl RunningGateway {
     /// Stops accepting, drains in-flight requests, releases the lease and removes the
     /// identity file: the path SIGTERM and SIGINT take.
     pub async fn shutdown(self) -> Result<(), AppError> {
-        let Self { stop, task, identity_store, .. } = self;
-        // Let the supervisor hold the last handle, so it removes the directory itself.
-        drop(identity_store);
+        let Self { stop, task, .. } = self;
         stop.cancel();
         flatten(task.await)
     }
@@ -133,8 +130,8 @@ fn flatten(finished: Result<Result<(), AppError>, tokio::task::JoinError>) -> Re
     finished.map_err(|err| AppError::Task(err.to_string()))?
 }
 
-/// Starts the gateway: admin listener, then (overlay on) enrollment, identity file,
-/// bind and lease keeping, or (overlay off) the TCP listener; then serving.
+/// Starts the gateway: admin listener, the domain's host (HTTP on every connection),
+/// then (overlay on) the identity's lifecycle, or (overlay off) the TCP listener.
 pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway, AppError> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::new(config.overlay.is_some()));
@@ -147,6 +144,31 @@ pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway,
     let admin_task =
         tokio::spawn(serve_admin(admin, readiness.clone(), metrics.clone(), stop.clone().cancelled_owned()));
 
+    let host = host(&config, &deps, readiness.clone(), metrics.clone());
+    let started = match &config.overlay {
+        Some(overlay) => start_overlay(overlay, &deps, host.clone(), readiness, metrics, &stop).await,
+        None => start_tcp(&config, &host).await,
+    };
+    let started = match started {
+        Ok(started) => started,
+        Err(err) => {
+            stop.cancel();
+            host.drain(config.shutdown_grace).await;
+            admin_task.await.ok();
+            return Err(err);
+        }
+    };
+    tracing::info!(admin = %admin_addr, listen = ?started.listen_addr, overlay = config.overlay.is_some(), "gateway serving");
+
+    let (listen_addr, identity_store) = (started.listen_addr, started.store.clone());
+    let parts = SupervisedParts { stop: stop.clone(), host, admin_task, serving: started.serving };
+    let task = tokio::spawn(supervise(parts, config.shutdown_grace));
+    Ok(RunningGateway { stop, task, admin_addr, listen_addr, identity_store })
+}
+
+/// The domain's host: HTTP on each connection, admission and resolution as
+/// configured, readiness and metrics from what it reports.
+fn host(config: &Config, deps: &Dependencies, readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Host {
     let resolver = match (&config.overlay, deps.resolver.clone()) {
         (Some(overlay), Some(resolver)) => Some(Arc::new(CachingResolver::new(
             resolver,
@@ -156,63 +178,35 @@ pub async fn start(config: Config, deps: Dependencies) -> Result<RunningGateway,
         )) as Arc<dyn IdentityResolver>),
         _ => None,
     };
-    let context = ServeContext::new(&config, metrics.clone(), resolver);
-    let (listeners, incoming) = mpsc::channel(1);
-    let server = Server::spawn(incoming, context, readiness.clone(), stop.child_token());
-
-    let started = match &config.overlay {
-        Some(overlay) => start_overlay(overlay, &deps, listeners, readiness.clone(), metrics.clone(), &stop).await,
-        None => start_tcp(&config, listeners).await.map(|addr| Started { listen_addr: Some(addr), lease: None }),
+    let settings = ProxySettings { timeout: config.upstream_timeout, forwarded_hosts: config.forwarded_hosts.clone() };
+    let http = HttpService::new(config.upstream_url.clone(), &settings, metrics.clone());
+    let policy = HostPolicy {
+        max_connections: config.max_connections,
+        unverified_callers: config.overlay.as_ref().map(|overlay| overlay.unverified_callers).unwrap_or_default(),
+        resolver,
     };
-    let started = match started {
-        Ok(started) => started,
-        Err(err) => {
-            stop.cancel();
-            server.stop(config.shutdown_grace).await;
-            admin_task.await.ok();
-            return Err(err);
-        }
-    };
-    tracing::info!(admin = %admin_addr, listen = ?started.listen_addr, overlay = config.overlay.is_some(), "gateway serving");
-
-    let identity_store = started.lease.as_ref().and_then(|lease| lease.store.clone());
-    let task = tokio::spawn(supervise(SupervisedParts {
-        stop: stop.clone(),
-        server,
-        admin_task,
-        lease: started.lease,
-        readiness,
-        shutdown_grace: config.shutdown_grace,
-    }));
-    Ok(RunningGateway { stop, task, admin_addr, listen_addr: started.listen_addr, identity_store })
+    Host::new(Arc::new(HttpHandler::new(http)), Arc::new(HostTracker::new(readiness, metrics)), policy)
 }
 
 struct Started {
     listen_addr: Option<SocketAddr>,
-    lease: Option<LeaseParts>,
-}
-
-struct LeaseParts {
-    /// `None` with `GATEWAY_IDENTITY_STORE=memory`.
+    /// The identity's lifecycle (overlay on).
+    serving: Option<Serving>,
+    /// `None` with the overlay off or `GATEWAY_IDENTITY_STORE=memory`.
     store: Option<Arc<IdentityFileStore>>,
-    keeper: JoinHandle<Stopped>,
-    keeper_stop: CancellationToken,
 }
 
-async fn start_tcp(config: &Config, listeners: mpsc::Sender<ListenerUpdate>) -> Result<SocketAddr, AppError> {
+async fn start_tcp(config: &Config, host: &Host) -> Result<Started, AppError> {
     let listener = TcpServiceListener::bind(config.listen_addr).await?;
     let addr = listener.local_addr().map_err(|source| TcpBindError { addr: config.listen_addr, source })?;
-    listeners
-        .send(ListenerUpdate::Bound(Box::new(listener)))
-        .await
-        .map_err(|_| AppError::Task("the server stopped before it started".into()))?;
-    Ok(addr)
+    host.serve(Box::new(listener));
+    Ok(Started { listen_addr: Some(addr), serving: None, store: None })
 }
 
 async fn start_overlay(
     overlay: &OverlayConfig,
     deps: &Dependencies,
-    listeners: mpsc::Sender<ListenerUpdate>,
+    host: Host,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     stop: &CancellationToken,
@@ -228,16 +222,15 @@ async fn start_overlay(
         IdentityStore::Memory => None,
     };
     let installer = Arc::new(
-        OverlayInstaller::new(store.clone(), deps.overlay.clone(), overlay.service_name.clone(), listeners)
+        OverlayInstaller::new(store.clone(), deps.overlay.clone(), overlay.service_name.clone())
             .with_pins(overlay.controller_pins.clone()),
     );
     let observer: Arc<dyn LeaseObserver> = Arc::new(LeaseTracker::new(readiness, metrics));
     let policy = LeasePolicy::new(overlay.renewal_interval);
-    let enroller =
-        Enroller::new(provider.clone(), installer, observer.clone(), ServiceType::Gateway, policy.retry.clone());
+    let lifecycle = Lifecycle::new(provider, installer, observer, host, ServiceType::Gateway, policy);
     let source = overlay.identity_source.describe();
     tracing::info!(source, "obtaining the gateway's identity");
-    let lease = enroller.enroll_at_start(overlay.enrollment_timeout, stop).await.map_err(|error| {
+    let serving = lifecycle.start(overlay.enrollment_timeout, stop).await.map_err(|error| {
         match (&overlay.identity_source, &error) {
             (IdentitySourceConfig::Spiffe(_), EnrollError::Install { id, .. }) if refused_login(&error) => {
                 AppError::SvidRefused { spiffe_id: id.to_string(), source: error }
@@ -245,66 +238,31 @@ async fn start_overlay(
             _ => AppError::Enrollment { source: error, from: source },
         }
     })?;
-    tracing::info!(lease = %lease.id, service = %overlay.service_name, "identity enrolled and service bound");
-
-    // Not a child of `stop`: the lease is ended only after the drain (see `supervise`),
-    // so requests in flight at SIGTERM finish on a live identity.
-    let keeper_stop = CancellationToken::new();
-    let keeper = LeaseKeeper::new(provider, enroller, observer, policy);
-    let keeper = tokio::spawn(keeper.run(lease, keeper_stop.clone()));
-    Ok(Started { listen_addr: None, lease: Some(LeaseParts { store, keeper, keeper_stop }) })
+    tracing::info!(lease = %serving.first_lease(), service = %overlay.service_name, "identity enrolled and service bound");
+    Ok(Started { listen_addr: None, serving: Some(serving), store })
 }
 
 struct SupervisedParts {
     stop: CancellationToken,
-    server: Server,
+    host: Host,
     admin_task: JoinHandle<()>,
-    lease: Option<LeaseParts>,
-    readiness: Arc<Readiness>,
-    shutdown_grace: Duration,
+    serving: Option<Serving>,
 }
 
-/// Waits for a stop request or a fatal lease error, then shuts down in order: stop
-/// accepting and drain, then stop the lease keeper (which retires and releases its
-/// lease) and remove the identity directory.
-async fn supervise(parts: SupervisedParts) -> Result<(), AppError> {
-    let SupervisedParts { stop, server, admin_task, lease, readiness, shutdown_grace } = parts;
-    let Some(LeaseParts { store, mut keeper, keeper_stop }) = lease else {
-        stop.cancelled().await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
-        server.stop(shutdown_grace).await;
-        stop.cancel();
-        admin_task.await.ok();
-        tracing::info!("gateway stopped");
-        return Ok(());
-    };
-    let stopped_by_itself = tokio::select! {
-        () = stop.cancelled() => None,
-        stopped = &mut keeper => Some(stopped),
-    };
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
-    readiness.set_serving(false);
-    server.stop(shutdown_grace).await;
-    keeper_stop.cancel();
-    let stopped = match stopped_by_itself {
-        Some(stopped) => stopped,
-        None => keeper.await,
-    };
-    let outcome = match stopped {
-        Ok(Stopped { cause: StopCause::Refused(error), .. }) => Err(AppError::LeaseRefused(error)),
-        Ok(Stopped { cause: StopCause::Cancelled, .. }) => Ok(()),
-        Err(err) => Err(AppError::Task(err.to_string())),
-    };
-    // The keeper retired its identity; whatever is left goes now, and the directory with
-    // the last handle (a `RunningGateway` dropped without `shutdown` may still hold one).
-    if let Some(store) = store {
-        store.clear();
-        if let Ok(store) = Arc::try_unwrap(store)
-            && let Err(err) = store.remove()
-        {
-            tracing::warn!(err = service_kit::causes::with_causes(&err), "could not remove the identity directory");
+/// Runs the domain's lifecycle to its end (a stop request, or the identity source
+/// refusing for good), then stops the admin listener last, so that `/readyz` answers
+/// 503 while the gateway drains.
+async fn supervise(parts: SupervisedParts, grace: Duration) -> Result<(), AppError> {
+    let SupervisedParts { stop, host, admin_task, serving } = parts;
+    let outcome = match serving {
+        Some(serving) => serving.run(stop.clone(), grace).await.map_err(AppError::Stopped),
+        None => {
+            stop.cancelled().await;
+            tracing::info!("shutting down: no new connections, draining in-flight requests");
+            host.drain(grace).await;
+            Ok(())
         }
-    }
+    };
     stop.cancel();
     admin_task.await.ok();
     tracing::info!("gateway stopped");

@@ -8,17 +8,11 @@
 //!
 //! # Graceful drain
 //!
-//! [`serve_connection`] takes a [`Watcher`] of the server's
-//! [`GracefulShutdown`](hyper_util::server::graceful::GracefulShutdown). The server
-//! takes one watcher per accepted connection (`graceful.watcher()`), *before* any
-//! per-connection work such as resolving the principal, so that the connection is
-//! counted from the start. To stop: stop accepting, then
-//! `tokio::time::timeout(grace, graceful.shutdown())`. `shutdown()` tells every
-//! watched connection to finish its in-flight request (idle keep-alive connections
-//! close at once, busy ones answer with `connection: close` and then close) and
-//! resolves when all have; the timeout bounds the wait. A connection whose watcher
-//! was taken before shutdown but which starts serving after it closes as soon as it
-//! has nothing in flight.
+//! [`serve_connection`] takes a `drain` signal (the domain host's drain token, see
+//! `domain::hosting::Host::drain`). When it fires, the connection finishes its
+//! in-flight request (idle keep-alive connections close at once, busy ones answer with
+//! `connection: close` and then close); the host bounds the wait. A connection that
+//! starts after the drain began closes as soon as it has nothing in flight.
 
 mod describe;
 mod proxy;
@@ -29,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use domain::{Caller, Principal, Refusal};
+use domain::Refusal;
+use domain::ports::{Admitted, Connection, ConnectionHandler};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -37,8 +32,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
@@ -54,16 +49,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The body of every response: a small fixed body or an upstream's, streamed.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 
-/// Who is on the other end of a connection: resolved once per connection, by the
-/// server, before serving it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestContext {
-    pub caller: Caller,
-    /// The caller's principal, when its identity is known and was resolved.
-    pub principal: Option<Principal>,
-    /// Set when the caller may not be served: each of its requests gets 403.
-    pub refusal: Option<Refusal>,
-}
+/// Who is on the other end of a connection: admitted and resolved once per
+/// connection, by the domain's host, before serving it (a refused caller gets 403 for
+/// each request).
+pub type RequestContext = Admitted;
 
 /// How requests are forwarded to an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,10 +155,14 @@ impl HttpService {
 }
 
 /// Serves HTTP/1.1 (keep-alive on) on one accepted connection until the client
-/// closes it, it fails, or the graceful shutdown behind `shutdown` drains it (see
-/// the module docs). Connection errors are the client's business and logged at debug.
-pub async fn serve_connection<IO>(io: IO, request_context: RequestContext, service: HttpService, shutdown: Watcher)
-where
+/// closes it or it fails; once `drain` resolves, it finishes what is in flight and
+/// closes (see the module docs). Connection errors are the client's business and logged at debug.
+pub async fn serve_connection<IO>(
+    io: IO,
+    request_context: RequestContext,
+    service: HttpService,
+    drain: impl std::future::Future<Output = ()>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let context = Arc::new(request_context);
@@ -184,8 +177,35 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(io), handler);
-    if let Err(err) = shutdown.watch(connection).await {
+    tokio::pin!(connection, drain);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = drain.as_mut() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = ended {
         tracing::debug!(%transport, %peer, %err, "connection ended with an error");
+    }
+}
+
+/// The domain host's [`ConnectionHandler`]: HTTP on each connection.
+#[derive(Debug, Clone)]
+pub struct HttpHandler {
+    service: HttpService,
+}
+
+impl HttpHandler {
+    pub fn new(service: HttpService) -> Self {
+        Self { service }
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionHandler for HttpHandler {
+    async fn serve(&self, connection: Box<dyn Connection>, admitted: Admitted, drain: CancellationToken) {
+        serve_connection(connection, admitted, self.service.clone(), drain.cancelled_owned()).await;
     }
 }
 

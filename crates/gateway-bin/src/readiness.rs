@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use domain::ports::{LeaseEvent, LeaseObserver};
+use domain::ports::{HostObserver, LeaseEvent, LeaseObserver};
 use service_kit::causes::with_causes;
 
 use crate::metrics::Metrics;
@@ -83,6 +83,38 @@ impl Readiness {
         let not_ready =
             NotReady { not_serving: !self.serving(), no_lease: self.overlay_required() && !self.lease_held() };
         if not_ready.not_serving || not_ready.no_lease { Err(not_ready) } else { Ok(()) }
+    }
+}
+
+/// Turns the host's reports (binding working or not, connections) into readiness and
+/// metrics; never blocks.
+#[derive(Debug)]
+pub struct HostTracker {
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+}
+
+impl HostTracker {
+    pub fn new(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Self {
+        Self { readiness, metrics }
+    }
+}
+
+impl HostObserver for HostTracker {
+    fn serving(&self, serving: bool) {
+        self.readiness.set_serving(serving);
+    }
+
+    fn connection_opened(&self) {
+        self.metrics.record_connection_opened();
+    }
+
+    fn connection_closed(&self) {
+        self.metrics.record_connection_closed();
+    }
+
+    fn connection_refused(&self) {
+        self.metrics.record_connection_refused();
     }
 }
 

@@ -14,7 +14,7 @@ use gateway_bin::app::{self, Dependencies};
 use rstest::rstest;
 use support::{PythonUpstream, entries, get, overlay_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use workspace_tests::{Behaviour, FakeManagement, identity_json_for};
+use workspace_tests::{Behaviour, FakeManagement, identity_json_for, identity_key_for};
 use ziti_transport::testing::TcpStandIn;
 use zitimgmt_grpc::{ManagementClient, ManagementConfig};
 
@@ -346,9 +346,9 @@ async fn read_response(stream: &mut tokio::net::TcpStream) -> (u16, String) {
 }
 
 #[rstest]
-#[case::empty(b"" as &[u8], "malformed: it is empty")]
-#[case::not_json(b"{\"ztAPI\": secret-key-material", "not JSON")]
-#[case::no_key(br#"{"ztAPI":"https://c:1280","id":{"cert":"pem:C","ca":"pem:A"}}"#, "missing id.key")]
+#[case::empty(b"" as &[u8], "is not valid identity JSON (line 1, column 0)")]
+#[case::not_json(b"{\"ztAPI\": secret-key-material", "is not valid identity JSON (line 1, column 11)")]
+#[case::no_key(br#"{"ztAPI":"https://c:1280","id":{"cert":"pem:C","ca":"pem:A"}}"#, "has no `id.key`")]
 #[tokio::test]
 async fn a_malformed_identity_stops_the_start_clearly_and_leaves_nothing(#[case] served: &[u8], #[case] why: &str) {
     let behaviour = Behaviour { identity_json: Some(served.to_vec()), ..Behaviour::default() };
@@ -421,14 +421,10 @@ async fn an_identity_that_does_not_match_the_pins_is_refused_and_its_lease_relea
 ) {
     let (pinned_ca, served_ca) = (ca_pem("the operator's controller CA"), ca_pem("someone else's CA"));
     let served_ca = if named.contains("CA") { served_ca } else { pinned_ca.clone() };
-    let identity = serde_json::json!({
-        "ztAPI": api,
-        "id": {
-            "cert": "pem:-----BEGIN CERTIFICATE-----\nlease\n-----END CERTIFICATE-----\n",
-            "key": "pem:-----BEGIN PRIVATE KEY-----\nsecret-pinned-test\n-----END PRIVATE KEY-----\n",
-            "ca": format!("pem:{served_ca}"),
-        }
-    });
+    let mut identity: serde_json::Value = serde_json::from_slice(&identity_json_for("pinned-test")).expect("json");
+    identity["ztAPI"] = serde_json::json!(api);
+    identity["id"]["ca"] = serde_json::json!(format!("pem:{served_ca}"));
+    let key = identity_key_for("pinned-test");
     let behaviour = Behaviour { identity_json: Some(identity.to_string().into_bytes()), ..Behaviour::default() };
     let server = FakeManagement::start(behaviour).await.expect("server");
     let identity_dir = tempfile::tempdir().expect("tempdir");
@@ -444,7 +440,8 @@ async fn an_identity_that_does_not_match_the_pins_is_refused_and_its_lease_relea
     let error = app::start(config, deps(&server.target(), &overlay)).await.expect_err("the identity must be refused");
     let message = chain(&error);
     assert!(message.contains("does not match the pins") && message.contains(named), "{message}");
-    assert!(!message.contains("secret-pinned-test") && !message.contains("BEGIN"), "key material shown: {message}");
+    let key_body = key.lines().nth(1).expect("a PEM body line");
+    assert!(!message.contains(key_body) && !message.contains("BEGIN"), "key material shown: {message}");
     assert_eq!(server.issued(), ["lease-1"]);
     assert_eq!(server.releases(), ["lease-1"], "the refused lease must be given back");
     assert!(overlay.last().is_none(), "the refused identity was loaded");

@@ -19,7 +19,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -120,12 +119,16 @@ async fn metrics_count_served_requests_and_lease_events() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = listener.local_addr().unwrap();
     let service = HttpService::new(None, &ProxySettings::default(), metrics.clone());
-    let graceful = GracefulShutdown::new();
-    let watcher = graceful.watcher();
     tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
         let caller = Caller { transport: Transport::Tcp, peer: peer.to_string(), identity: None };
-        serve_connection(stream, RequestContext { caller, principal: None, refusal: None }, service, watcher).await;
+        serve_connection(
+            stream,
+            RequestContext { caller, principal: None, refusal: None },
+            service,
+            std::future::pending(),
+        )
+        .await;
     });
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     for path in ["/a", "/b"] {

@@ -22,20 +22,21 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use support::PythonUpstream;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// A gateway serving on 127.0.0.1:0 the way the server wires it: one graceful
-/// watcher per accepted connection, stop accepting, then drain.
+/// A gateway serving on 127.0.0.1:0 the way the domain's host drives it: each
+/// connection tracked and given the drain signal; stop accepting, then drain.
 struct Gateway {
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-    accepting: JoinHandle<GracefulShutdown>,
+    drain: CancellationToken,
+    accepting: JoinHandle<TaskTracker>,
 }
 
 impl Gateway {
@@ -53,25 +54,25 @@ impl Gateway {
         let service = HttpService::try_new(upstream, settings, metrics.clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
+        let (stop, drain) = (CancellationToken::new(), CancellationToken::new());
         let accepting = tokio::spawn({
-            let stop = stop.clone();
+            let (stop, drain) = (stop.clone(), drain.clone());
             async move {
-                let graceful = GracefulShutdown::new();
+                let tracker = TaskTracker::new();
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => break,
                         accepted = listener.accept() => {
                             let (stream, peer) = accepted.unwrap();
-                            let watcher = graceful.watcher();
-                            tokio::spawn(serve_connection(stream, context(peer), service.clone(), watcher));
+                            let drain = drain.clone().cancelled_owned();
+                            tracker.spawn(serve_connection(stream, context(peer), service.clone(), drain));
                         }
                     }
                 }
-                graceful
+                tracker
             }
         });
-        Self { addr, metrics, stop, accepting }
+        Self { addr, metrics, stop, drain, accepting }
     }
 
     fn url(&self, path: &str) -> Uri {
@@ -81,8 +82,10 @@ impl Gateway {
     /// Stops accepting and drains, within `grace`; true when everything finished.
     async fn shutdown(self, grace: Duration) -> bool {
         self.stop.cancel();
-        let graceful = self.accepting.await.unwrap();
-        tokio::time::timeout(grace, graceful.shutdown()).await.is_ok()
+        let tracker = self.accepting.await.unwrap();
+        self.drain.cancel();
+        tracker.close();
+        tokio::time::timeout(grace, tracker.wait()).await.is_ok()
     }
 }
 

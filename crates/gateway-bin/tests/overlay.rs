@@ -492,7 +492,7 @@ fn an_identity_without_bind_permission_stops_the_start_clearly_and_is_given_back
         "the error does not name the missing permission: {last}\n{log}"
     );
     // "identity <id> could not be used (its lease was given back): ..."
-    let id = last.split("identity ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
+    let id = last.split(" could not be used").next().and_then(|head| head.rsplit(' ').next()).unwrap_or_default();
     assert!(last.contains(&format!("identity {id} could not be used (its lease was given back)")), "{last}");
     assert!(!identity_exists(&network, id), "the refused identity {id} is still on the controller");
 }

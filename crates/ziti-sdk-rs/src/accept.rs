@@ -1,5 +1,6 @@
 //! Serving one Bind: answer inbound Dials and queue the connections for `accept`.
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::bind::Binding;
@@ -45,38 +46,95 @@ pub(crate) async fn serve(binding: &mut Binding, accepted: &Accepted, renew: imp
             Some(Event::Message(message)) => message,
             Some(Event::Lost(_)) | None => return Ended::Lost(binding.handle.channel.closed_error()),
         };
-        match message.content_type {
-            content::DIAL => {
-                if accepted.capacity() == 0 {
-                    refuse(binding, &message, "backlog full").await;
-                    continue;
-                }
-                match accept_dial(binding, &message).await {
-                    Ok(conn) => {
-                        if accepted.send(Ok(conn)).await.is_err() {
-                            return Ended::ListenerGone;
-                        }
+        match on_bind_message(&message, accepted.capacity() == 0) {
+            BindAction::Accept => match accept_dial(binding, &message).await {
+                Ok(conn) => {
+                    if accepted.send(Ok(conn)).await.is_err() {
+                        return Ended::ListenerGone;
                     }
-                    Err(reason) => refuse(binding, &message, &reason).await,
                 }
-            }
-            content::STATE_CLOSED => {
-                let reason = edge::reason(&message);
+                Err(reason) => refuse(binding, &message, &reason).await,
+            },
+            BindAction::Refuse(reason) => refuse(binding, &message, reason).await,
+            BindAction::Lost(reason) => {
                 let ended = Error::BindFailed { service: binding.service.clone(), reason };
-                if message.header_u32(header::ERROR_CODE) == Some(edge::ERROR_INVALID_SESSION) {
-                    // Only the service session behind the bind ended (v2 routers say so
-                    // with code 3): bind again with a new one; a bind whose access is gone
-                    // for good is refused then, and reported.
-                    tracing::warn!(service = %binding.service, %ended, "the bind's service session ended");
-                    return Ended::Lost(ended);
-                }
+                tracing::warn!(service = %binding.service, %ended, "the bind's service session ended");
+                return Ended::Lost(ended);
+            }
+            BindAction::Closed(reason) => {
+                let ended = Error::BindFailed { service: binding.service.clone(), reason };
                 tracing::warn!(service = %binding.service, %ended, "router ended the bind");
                 return Ended::Closed(ended);
             }
-            content::BIND_SUCCESS => tracing::debug!(service = %binding.service, "terminator (re)established"),
-            other => tracing::trace!(content_type = other, "ignoring message on the bind"),
+            BindAction::Reestablished => tracing::debug!(service = %binding.service, "terminator (re)established"),
+            BindAction::Ignore(other) => tracing::trace!(content_type = other, "ignoring message on the bind"),
         }
     }
+}
+
+/// What serving a Bind does with one message the router sent on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BindAction {
+    /// A Dial to answer: read it with [`read_dial`] and accept the connection.
+    Accept,
+    /// A Dial to refuse with this reason.
+    Refuse(&'static str),
+    /// The router ended the Bind because its service session ended (v2 routers say so
+    /// with code 3): bind again with a new one; a bind whose access is gone for good is
+    /// refused then, and reported.
+    Lost(String),
+    /// The router ended the Bind for another reason: report it.
+    Closed(String),
+    /// BindSuccess again: the router re-created the terminator.
+    Reestablished,
+    /// Anything else (this content type): nothing to do.
+    Ignore(i32),
+}
+
+/// Decides what to do with `message` on a Bind; `backlog_full` when no accepted
+/// connection could be queued now.
+pub(crate) fn on_bind_message(message: &Message, backlog_full: bool) -> BindAction {
+    match message.content_type {
+        content::DIAL if backlog_full => BindAction::Refuse("backlog full"),
+        content::DIAL => BindAction::Accept,
+        content::STATE_CLOSED => {
+            let reason = edge::reason(message);
+            if message.header_u32(header::ERROR_CODE) == Some(edge::ERROR_INVALID_SESSION) {
+                BindAction::Lost(reason)
+            } else {
+                BindAction::Closed(reason)
+            }
+        }
+        content::BIND_SUCCESS => BindAction::Reestablished,
+        other => BindAction::Ignore(other),
+    }
+}
+
+/// What an inbound Dial asks for, read before anything is registered or sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DialOffer {
+    /// The router-chosen connection id.
+    pub conn_id: u32,
+    /// The dialer's public key, when the service requires encryption.
+    pub peer_key: Option<[u8; 32]>,
+    /// The circuit id, when the router offers flow control for this connection.
+    pub flow_circuit: Option<Bytes>,
+}
+
+/// Reads an inbound Dial on a Bind whose service is `encrypted` or not; the error is the
+/// reason to refuse it with.
+pub(crate) fn read_dial(dial: &Message, encrypted: bool) -> Result<DialOffer, &'static str> {
+    let conn_id = dial.header_u32(header::ROUTER_PROVIDED_CONN_ID).ok_or("dial carries no connection id")?;
+    let peer_key = match encrypted {
+        true => Some(edge::public_key(dial).ok_or("dialer sent no public key but the service requires encryption")?),
+        false => None,
+    };
+    // The router offers flow control when our Bind asked for it; the dialer starts the circuit.
+    let flow_circuit = match dial.header_bool(header::USE_XGRESS_TO_SDK) {
+        true => Some(dial.header(header::CIRCUIT_ID).ok_or("flow-controlled dial carries no circuit id")?.clone()),
+        false => None,
+    };
+    Ok(DialOffer { conn_id, peer_key, flow_circuit })
 }
 
 async fn refuse(binding: &Binding, dial: &Message, reason: &str) {
@@ -87,24 +145,20 @@ async fn refuse(binding: &Binding, dial: &Message, reason: &str) {
 
 /// Registers the router-chosen conn id, answers DialSuccess, starts encryption.
 async fn accept_dial(binding: &Binding, dial: &Message) -> Result<ZitiConn, String> {
-    let conn_id = dial.header_u32(header::ROUTER_PROVIDED_CONN_ID).ok_or("dial carries no connection id")?;
-    let keys = match &binding.keys {
-        Some(keys) => {
-            let peer = edge::public_key(dial).ok_or("dialer sent no public key but the service requires encryption")?;
-            Some(keys.server_session(&peer).map_err(|err| err.to_string())?)
-        }
-        None => None,
+    let DialOffer { conn_id, peer_key, flow_circuit } = read_dial(dial, binding.keys.is_some())?;
+    let keys = match (&binding.keys, peer_key) {
+        (Some(keys), Some(peer)) => Some(keys.server_session(&peer).map_err(|err| err.to_string())?),
+        _ => None,
     };
     let channel = &binding.handle.channel;
-    // The router offers flow control when our Bind asked for it; the dialer starts the circuit.
-    let path = if dial.header_bool(header::USE_XGRESS_TO_SDK) {
-        let circuit_id = dial.header(header::CIRCUIT_ID).ok_or("flow-controlled dial carries no circuit id")?;
-        let windows = flow_windows(&binding.context.inner.options);
-        let flow = FlowConn::new(Circuit::new(circuit_id, conn_id, Originator::Terminator, windows));
-        channel.register_flow(conn_id, ConnKind::Dial, flow.clone());
-        DataPath::Flow(flow)
-    } else {
-        DataPath::Legacy(channel.register_id(conn_id, ConnKind::Dial))
+    let path = match flow_circuit {
+        Some(circuit_id) => {
+            let windows = flow_windows(&binding.context.inner.options);
+            let flow = FlowConn::new(Circuit::new(&circuit_id, conn_id, Originator::Terminator, windows));
+            channel.register_flow(conn_id, ConnKind::Dial, flow.clone());
+            DataPath::Flow(flow)
+        }
+        None => DataPath::Legacy(channel.register_id(conn_id, ConnKind::Dial)),
     };
     let sent = async {
         channel.send(edge::dial_success(binding.handle.bind_id, dial.sequence, conn_id)).await?;
@@ -143,3 +197,7 @@ async fn accept_dial(binding: &Binding, dial: &Message) -> Result<ZitiConn, Stri
         crypto,
     }))
 }
+
+#[cfg(test)]
+#[path = "accept_tests.rs"]
+mod tests;

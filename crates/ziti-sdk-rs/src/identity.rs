@@ -56,6 +56,17 @@ impl Identity {
 
     /// Parses and validates identity JSON held in memory.
     pub fn from_json(bytes: &[u8]) -> Result<Self, IdentityError> {
+        Self::parse_json(bytes, Values::InlineOrFile)
+    }
+
+    /// Like [`Identity::from_json`], for identity JSON handed out by someone else (a
+    /// lease, a rotation): every value must be inline (`pem:` or bare PEM); one that
+    /// names a local file (`file://`) is refused, never read.
+    pub fn from_inline_json(bytes: &[u8]) -> Result<Self, IdentityError> {
+        Self::parse_json(bytes, Values::InlineOnly)
+    }
+
+    fn parse_json(bytes: &[u8], values: Values) -> Result<Self, IdentityError> {
         let raw: RawIdentity = serde_json::from_slice(bytes)
             .map_err(|err| IdentityError::Json { line: err.line(), column: err.column() })?;
         let mut api_urls = Vec::new();
@@ -69,9 +80,9 @@ impl Identity {
             return Err(IdentityError::Missing("ztAPI"));
         }
         let id = raw.id.ok_or(IdentityError::Missing("id"))?;
-        let cert_pem = load_value("id.cert", id.cert.as_deref())?;
-        let ca_pem = load_value("id.ca", id.ca.as_deref())?;
-        let key_pem = load_value("id.key", id.key.as_ref().map(|key| key.as_str()))?;
+        let cert_pem = load_value("id.cert", id.cert.as_deref(), values)?;
+        let ca_pem = load_value("id.ca", id.ca.as_deref(), values)?;
+        let key_pem = load_value("id.key", id.key.as_ref().map(|key| key.as_str()), values)?;
         Self::from_parts(api_urls, &cert_pem, &key_pem, &ca_pem)
     }
 
@@ -146,6 +157,11 @@ impl Identity {
         self.key.clone_key()
     }
 
+    /// The CAs this identity trusts for the controller and the routers (`id.ca`).
+    pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.ca
+    }
+
     pub(crate) fn ca(&self) -> &[CertificateDer<'static>] {
         &self.ca
     }
@@ -183,11 +199,23 @@ fn parse_api_url(url: &str) -> Result<reqwest::Url, IdentityError> {
     Ok(parsed)
 }
 
+/// Whether identity values may name local files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Values {
+    InlineOrFile,
+    InlineOnly,
+}
+
 /// Resolves `pem:...`, `file://...` or bare PEM into PEM bytes (zeroized when dropped).
-fn load_value(field: &'static str, value: Option<&str>) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
+fn load_value(field: &'static str, value: Option<&str>, values: Values) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
     let value = value.filter(|v| !v.trim().is_empty()).ok_or(IdentityError::Missing(field))?;
     if let Some(pem) = value.strip_prefix("pem:") {
         Ok(Zeroizing::new(pem.as_bytes().to_vec()))
+    } else if value.starts_with("file://") && values == Values::InlineOnly {
+        Err(IdentityError::Field {
+            field,
+            problem: "names a local file; it must hold its PEM inline (`pem:`)".to_owned(),
+        })
     } else if let Some(path) = value.strip_prefix("file://") {
         read_secret(&PathBuf::from(path)).map_err(|err| match err {
             IdentityError::Read { path, source } => IdentityError::Field {

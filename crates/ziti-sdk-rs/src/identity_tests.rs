@@ -150,3 +150,21 @@ fn from_pem_names_the_part_at_fault_without_quoting_it() {
     assert!(err.to_string().contains("id.key"), "{err}");
     assert!(!err.to_string().contains("PRIVATE"), "{err}");
 }
+
+#[test]
+fn handed_out_identity_json_must_hold_its_material_inline() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let identity = Identity::from_inline_json(&inline(&m)).unwrap();
+    assert_eq!(identity.ca_certificates().len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.pem"), &m.key).unwrap();
+    let key = format!("file://{}", dir.path().join("key.pem").display());
+    let naming_a_file = json("https://127.0.0.1:1280", &format!("pem:{}", m.cert), &key, &format!("pem:{}", m.ca));
+    assert!(Identity::from_json(&naming_a_file).is_ok(), "an identity file may name its key file");
+    let refused = Identity::from_inline_json(&naming_a_file).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "identity file field `id.key` names a local file; it must hold its PEM inline (`pem:`)"
+    );
+}

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use domain::IdentityJson;
 use domain::ports::ServiceListener;
 use thiserror::Error;
+use ziti_sdk::Identity;
 
 /// Why a service could not be bound. Operator-facing; never carries identity content.
 #[derive(Debug, Error)]
@@ -23,13 +24,19 @@ pub struct BindError {
 pub struct RotateError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// Where the overlay loads an identity from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum IdentitySource<'a> {
-    /// The private identity file (`GATEWAY_IDENTITY_STORE=file`).
+    /// The private identity file (`GATEWAY_IDENTITY_STORE=file`), loaded from there.
     File(&'a Path),
-    /// The identity JSON held in memory; nothing is written.
-    Memory(&'a IdentityJson),
+    /// Held in memory, nothing written: the JSON and the identity the installer
+    /// already parsed and checked from it (so it is not parsed again).
+    Memory {
+        /// The identity JSON.
+        json: &'a IdentityJson,
+        /// The same, parsed.
+        identity: Identity,
+    },
 }
 
 /// A service bound with one identity: its listener, and the way to hand that identity
@@ -51,7 +58,7 @@ pub trait OverlayCredentials: Send + Sync {
     /// Presents `identity` (the same identity, a new certificate and key) from now on:
     /// the next login and new router connections use it, and the binding and the
     /// connections it accepted carry on. Nothing changes on an error.
-    async fn rotate(&self, identity: &IdentityJson) -> Result<(), RotateError>;
+    async fn rotate(&self, json: &IdentityJson, identity: Identity) -> Result<(), RotateError>;
 }
 
 /// Loads an identity into the overlay and binds a service with it.

@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use domain::ports::{Accepted, BindingEnded, IdentityInstaller, Rotation, ServiceListener};
 use domain::{IdentityId, IdentityJson, InstallError, LeasedIdentity, ListenError};
 use service_kit::causes::with_causes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use ziti_sdk::Identity;
 
 use crate::binder::{BoundService, IdentitySource, OverlayBinder, OverlayCredentials};
-use crate::identity_file::{IdentityFileStore, check_identity_json};
+use crate::identity_file::IdentityFileStore;
 use crate::pins::{ControllerPins, PinMismatch};
 
 /// The leased identity was refused by the pins (the cause says which and why).
@@ -19,29 +20,12 @@ use crate::pins::{ControllerPins, PinMismatch};
 #[error("the leased identity does not match the pins")]
 struct NotPinned(#[source] PinMismatch);
 
-/// What the server serves from: a new binding (replacing the previous one), or none.
-pub enum ListenerUpdate {
-    Bound(Box<dyn ServiceListener>),
-    /// The lease in use is over: close the binding, accept nothing until the next.
-    Retired,
-}
-
-impl std::fmt::Debug for ListenerUpdate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Bound(_) => "Bound",
-            Self::Retired => "Retired",
-        })
-    }
-}
-
 /// The [`IdentityInstaller`] of the overlay.
 pub struct OverlayInstaller {
     /// `None`: identities are loaded from memory and never written (`GATEWAY_IDENTITY_STORE=memory`).
     store: Option<Arc<IdentityFileStore>>,
     binder: Arc<dyn OverlayBinder>,
     service: String,
-    updates: mpsc::Sender<ListenerUpdate>,
     pins: ControllerPins,
     ended: Arc<watch::Sender<Option<BindingEnded>>>,
     /// The identity in use: its lease, the credential it presents, and how to rotate it.
@@ -67,14 +51,12 @@ impl OverlayInstaller {
         store: Option<Arc<IdentityFileStore>>,
         binder: Arc<dyn OverlayBinder>,
         service: impl Into<String>,
-        updates: mpsc::Sender<ListenerUpdate>,
     ) -> Self {
         let ended = Arc::new(watch::Sender::new(None));
         Self {
             store,
             binder,
             service: service.into(),
-            updates,
             pins: ControllerPins::none(),
             ended,
             current: tokio::sync::Mutex::new(None),
@@ -87,23 +69,27 @@ impl OverlayInstaller {
         Self { pins, ..self }
     }
 
-    /// Shape first (its errors are the clearer), then the pins, before anything is
+    /// Parses the identity once, with the SDK (every value inline; errors name the
+    /// field and never quote it), then checks it against the pins, before anything is
     /// written or loaded.
-    fn check(&self, identity: &IdentityJson) -> Result<(), InstallError> {
-        let bytes = identity.as_bytes();
-        check_identity_json(bytes).map_err(|err| InstallError::Unusable(Box::new(err)))?;
-        self.pins.check_json(bytes).map_err(|mismatch| InstallError::Unusable(Box::new(NotPinned(mismatch))))
+    fn check(&self, identity: &IdentityJson) -> Result<Identity, InstallError> {
+        let parsed =
+            Identity::from_inline_json(identity.as_bytes()).map_err(|err| InstallError::Unusable(Box::new(err)))?;
+        self.pins.check(&parsed).map_err(|mismatch| InstallError::Unusable(Box::new(NotPinned(mismatch))))?;
+        Ok(parsed)
     }
 }
 
 #[async_trait]
 impl IdentityInstaller for OverlayInstaller {
-    async fn install(&self, identity: LeasedIdentity) -> Result<(), InstallError> {
-        self.check(&identity.identity_json)?;
+    async fn install(&self, identity: LeasedIdentity) -> Result<Box<dyn ServiceListener>, InstallError> {
+        let parsed = self.check(&identity.identity_json)?;
         let LeasedIdentity { id, identity_json, .. } = identity;
         let mut current = self.current.lock().await;
         let bound = match &self.store {
             Some(store) => {
+                // The SDK loads it from the file, as the spec says: `parsed` only checked it.
+                drop(parsed);
                 let staged = store.stage(&identity_json).map_err(|err| InstallError::Failed(Box::new(err)))?;
                 // A staged file that fails to bind is dropped, and with it erased.
                 let bound = self
@@ -116,28 +102,36 @@ impl IdentityInstaller for OverlayInstaller {
             }
             None => self
                 .binder
-                .bind(IdentitySource::Memory(&identity_json), &self.service)
+                .bind(IdentitySource::Memory { json: &identity_json, identity: parsed }, &self.service)
                 .await
                 .map_err(|err| InstallError::Failed(Box::new(err)))?,
         };
         let BoundService { listener, credentials } = bound;
         let listener = Box::new(ReportingEnd { listener, id: id.clone(), ended: self.ended.clone() });
         *current = Some(Installed { id, credential: identity_json, credentials });
-        self.updates.send(ListenerUpdate::Bound(listener)).await.map_err(|_| InstallError::ShuttingDown)
+        Ok(listener)
     }
 
-    async fn retire(&self, id: &IdentityId) {
+    async fn retire(&self, id: &IdentityId) -> bool {
         let mut current = self.current.lock().await;
         if current.as_ref().is_none_or(|installed| installed.id != *id) {
-            return;
+            return false;
         }
         *current = None;
         if let Some(store) = &self.store {
             store.retire(id);
         }
-        tracing::info!(lease = %id, "identity retired: binding closed, identity erased");
-        // A server already gone has nothing left to close.
-        let _ = self.updates.send(ListenerUpdate::Retired).await;
+        true
+    }
+
+    async fn close(&self) {
+        *self.current.lock().await = None;
+        if let Some(store) = &self.store {
+            store.clear();
+            if let Err(err) = store.remove_dir() {
+                tracing::warn!(err = with_causes(&err), "could not remove the identity directory");
+            }
+        }
     }
 
     async fn rotate(&self, id: &IdentityId, credential: IdentityJson) -> Result<Rotation, InstallError> {
@@ -148,13 +142,13 @@ impl IdentityInstaller for OverlayInstaller {
         if installed.credential.as_bytes() == credential.as_bytes() {
             return Ok(Rotation::Unchanged);
         }
-        self.check(&credential)?;
+        let parsed = self.check(&credential)?;
         // The file first, so that what is on disk is never older than what is in use.
         let staged = match &self.store {
             Some(store) => Some(store.stage(&credential).map_err(|err| InstallError::Failed(Box::new(err)))?),
             None => None,
         };
-        installed.credentials.rotate(&credential).await.map_err(|err| InstallError::Failed(Box::new(err)))?;
+        installed.credentials.rotate(&credential, parsed).await.map_err(|err| InstallError::Failed(Box::new(err)))?;
         if let (Some(store), Some(staged)) = (&self.store, staged) {
             store.commit(staged, id.clone());
         }
@@ -213,8 +207,8 @@ mod tests {
 
     #[async_trait]
     impl OverlayCredentials for Presented {
-        async fn rotate(&self, identity: &IdentityJson) -> Result<(), crate::binder::RotateError> {
-            self.0.lock().unwrap().push(identity.as_bytes().to_vec());
+        async fn rotate(&self, json: &IdentityJson, _identity: Identity) -> Result<(), crate::binder::RotateError> {
+            self.0.lock().unwrap().push(json.as_bytes().to_vec());
             Ok(())
         }
     }
@@ -243,22 +237,46 @@ mod tests {
         }
     }
 
+    /// A real identity for `api` whose key is the one named `key` (the same bytes for
+    /// the same name in one test process).
+    fn identity_for(api: &str, key: &str) -> IdentityJson {
+        static MADE: std::sync::Mutex<Vec<(String, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+        let label = format!("{api} {key}");
+        let mut made = MADE.lock().unwrap();
+        if let Some((_, bytes)) = made.iter().find(|(name, _)| *name == label) {
+            return IdentityJson::new(bytes.clone());
+        }
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .signed_by(&leaf_key, &rcgen::Issuer::new(ca_params, ca_key))
+            .unwrap();
+        let json = serde_json::json!({"ztAPI": api, "id": {
+            "cert": format!("pem:{}", leaf.pem()),
+            "key": format!("pem:{}", leaf_key.serialize_pem()),
+            "ca": format!("pem:{}", ca.pem()),
+        }})
+        .to_string()
+        .into_bytes();
+        made.push((label, json.clone()));
+        IdentityJson::new(json)
+    }
+
     fn identity_with_key(key: &str) -> IdentityJson {
-        let json = format!(
-            r#"{{"ztAPI":"https://ctrl:1280/edge/client/v1","id":{{"cert":"pem:C","key":"pem:{key}","ca":"pem:A"}}}}"#
-        );
-        IdentityJson::new(json.into_bytes())
+        identity_for("https://ctrl:1280/edge/client/v1", key)
     }
 
     #[tokio::test]
     async fn with_the_memory_store_nothing_is_written_and_rotations_reach_the_overlay() {
         let binder = MemoryBinder::default();
-        let (updates, mut served) = mpsc::channel(4);
-        let installer = OverlayInstaller::new(None, Arc::new(binder.clone()), "gateway", updates);
+        let installer = OverlayInstaller::new(None, Arc::new(binder.clone()), "gateway");
         let lease = IdentityId::new("spiffe://td/gateway");
         let leased = LeasedIdentity { id: lease.clone(), identity_json: identity_with_key("K1"), expires_in: None };
         installer.install(leased).await.unwrap();
-        assert!(matches!(served.recv().await, Some(ListenerUpdate::Bound(_))));
         assert!(binder.bound_from_file.lock().unwrap().is_empty(), "bound from a file");
 
         assert_eq!(installer.rotate(&lease, identity_with_key("K1")).await.unwrap(), Rotation::Unchanged);
@@ -269,8 +287,8 @@ mod tests {
 
         let other = IdentityId::new("spiffe://td/other");
         assert!(installer.rotate(&other, identity_with_key("K3")).await.is_err(), "rotated an identity not in use");
-        installer.retire(&lease).await;
-        assert!(matches!(served.recv().await, Some(ListenerUpdate::Retired)));
+        assert!(installer.retire(&lease).await, "the identity in use was not retired");
+        assert!(!installer.retire(&lease).await, "retired twice");
         assert!(installer.rotate(&lease, identity_with_key("K3")).await.is_err(), "rotated a retired identity");
     }
 
@@ -279,8 +297,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let store = Arc::new(IdentityFileStore::new_in(parent.path()).unwrap());
         let binder = MemoryBinder::default();
-        let (updates, _served) = mpsc::channel(4);
-        let installer = OverlayInstaller::new(Some(store.clone()), Arc::new(binder.clone()), "gateway", updates);
+        let installer = OverlayInstaller::new(Some(store.clone()), Arc::new(binder.clone()), "gateway");
         let lease = IdentityId::new("lease-1");
         let leased = LeasedIdentity { id: lease.clone(), identity_json: identity_with_key("K1"), expires_in: None };
         installer.install(leased).await.unwrap();
@@ -297,17 +314,14 @@ mod tests {
     async fn a_binding_that_ends_for_good_is_reported_with_its_lease() {
         let parent = tempfile::tempdir().unwrap();
         let store = Arc::new(IdentityFileStore::new_in(parent.path()).unwrap());
-        let (updates, mut served) = mpsc::channel(4);
-        let installer = OverlayInstaller::new(Some(store), Arc::new(EndedBinder), "gateway", updates);
+        let installer = OverlayInstaller::new(Some(store), Arc::new(EndedBinder), "gateway");
         let mut ended = installer.ended_bindings();
-        let json = r#"{"ztAPI":"https://ctrl:1280/edge/client/v1","id":{"cert":"pem:C","key":"pem:K","ca":"pem:A"}}"#;
-        let identity = domain::IdentityJson::new(json.as_bytes().to_vec());
+        let identity = identity_with_key("K");
         let lease = IdentityId::new("lease-1");
-        installer
+        let mut listener = installer
             .install(LeasedIdentity { id: lease.clone(), identity_json: identity, expires_in: None })
             .await
             .unwrap();
-        let Some(ListenerUpdate::Bound(mut listener)) = served.recv().await else { panic!("no binding served") };
         assert_eq!(*ended.borrow_and_update(), None, "nothing ended yet");
 
         assert!(matches!(listener.accept().await, Err(ListenError::Closed(_))));
@@ -319,25 +333,40 @@ mod tests {
     async fn an_identity_that_does_not_match_the_pins_is_neither_written_nor_bound() {
         let parent = tempfile::tempdir().unwrap();
         let store = Arc::new(IdentityFileStore::new_in(parent.path()).unwrap());
-        let (updates, mut served) = mpsc::channel(4);
         let pins = ControllerPins::none().with_controller("https://ctrl:1280").unwrap();
-        let installer =
-            OverlayInstaller::new(Some(store.clone()), Arc::new(EndedBinder), "gateway", updates).with_pins(pins);
-        let json =
-            r#"{"ztAPI":"https://other:1280/edge/client/v1","id":{"cert":"pem:C","key":"pem:SECRETKEY","ca":"pem:A"}}"#;
-        let identity = domain::IdentityJson::new(json.as_bytes().to_vec());
+        let installer = OverlayInstaller::new(Some(store.clone()), Arc::new(EndedBinder), "gateway").with_pins(pins);
+        let identity = identity_for("https://other:1280/edge/client/v1", "K");
         let lease = IdentityId::new("lease-1");
-        let refused = installer
-            .install(LeasedIdentity { id: lease, identity_json: identity, expires_in: None })
-            .await
-            .expect_err("refused");
+        let Err(refused) =
+            installer.install(LeasedIdentity { id: lease, identity_json: identity, expires_in: None }).await
+        else {
+            panic!("an identity that does not match the pins was bound");
+        };
         assert!(matches!(refused, InstallError::Unusable(_)), "{refused:?}");
         assert_eq!(
             with_causes(&refused),
             "the overlay could not use the identity: the leased identity does not match the pins: its controller \
              https://other:1280 is not the pinned controller https://ctrl:1280"
         );
-        assert!(served.try_recv().is_err(), "a binding was served");
+        assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0, "a file was written");
+    }
+
+    #[tokio::test]
+    async fn a_handed_out_identity_that_names_a_local_file_is_refused_unread_and_nothing_is_written() {
+        let parent = tempfile::tempdir().unwrap();
+        let store = Arc::new(IdentityFileStore::new_in(parent.path()).unwrap());
+        let installer = OverlayInstaller::new(Some(store.clone()), Arc::new(EndedBinder), "gateway");
+        let mut json: serde_json::Value = serde_json::from_slice(identity_with_key("K").as_bytes()).unwrap();
+        json["id"]["key"] = serde_json::json!("file:///etc/ssl/private/host.key");
+        let identity = IdentityJson::new(json.to_string().into_bytes());
+        let Err(refused) = installer
+            .install(LeasedIdentity { id: IdentityId::new("lease-1"), identity_json: identity, expires_in: None })
+            .await
+        else {
+            panic!("an identity naming a local key file was bound");
+        };
+        assert!(matches!(refused, InstallError::Unusable(_)), "{refused:?}");
+        assert!(with_causes(&refused).contains("`id.key` names a local file"), "{}", with_causes(&refused));
         assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0, "a file was written");
     }
 }

@@ -12,10 +12,8 @@ pub mod testing;
 mod ziti;
 
 pub use binder::{BindError, BoundService, IdentitySource, OverlayBinder, OverlayCredentials, RotateError};
-pub use identity_file::{
-    AbandonedDirs, ErasedDir, IdentityFileError, IdentityFileStore, StagedIdentity, check_identity_json,
-};
-pub use installer::{ListenerUpdate, OverlayInstaller};
+pub use identity_file::{AbandonedDirs, ErasedDir, IdentityFileError, IdentityFileStore, StagedIdentity};
+pub use installer::OverlayInstaller;
 pub use pins::{ControllerPins, PinError, PinMismatch};
 pub use tcp::{TcpBindError, TcpServiceListener};
 pub use ziti::{ZitiBinder, refused_login};

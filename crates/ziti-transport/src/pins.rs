@@ -31,8 +31,6 @@ pub enum PinMismatch {
          (of {total} it holds)"
     )]
     Ca { foreign: usize, total: usize },
-    #[error("its CA bundle (id.ca) is not inline PEM, so it cannot be checked against the pinned controller CA")]
-    UnreadableCa,
 }
 
 /// `scheme://host:port`, the part of a URL that says which server is meant.
@@ -102,45 +100,29 @@ impl ControllerPins {
         self.controller.is_none() && self.ca.is_none()
     }
 
-    /// Checks identity JSON bytes against the pins (nothing to do without pins).
-    pub(crate) fn check_json(&self, bytes: &[u8]) -> Result<(), PinMismatch> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        // Unreadable JSON fails the shape check with a better message before this.
-        let value = serde_json::from_slice(bytes).map_err(|_| PinMismatch::UnreadableController)?;
-        self.check(&value)
+    /// Checks a parsed identity against the pins: every controller URL it names, and
+    /// every CA it would trust (nothing to do without pins).
+    pub(crate) fn check(&self, identity: &ziti_sdk::Identity) -> Result<(), PinMismatch> {
+        let urls: Vec<&str> = identity.api_urls().iter().map(|url| url.as_str()).collect();
+        self.check_parts(&urls, identity.ca_certificates())
     }
 
-    /// Checks an identity JSON (already checked for shape) against the pins.
-    pub(crate) fn check(&self, identity: &serde_json::Value) -> Result<(), PinMismatch> {
+    fn check_parts(&self, urls: &[&str], ca: &[CertificateDer<'static>]) -> Result<(), PinMismatch> {
         if let Some(pinned) = &self.controller {
-            let urls = identity
-                .get("ztAPI")
-                .into_iter()
-                .chain(identity.get("ztAPIs").and_then(serde_json::Value::as_array).into_iter().flatten());
             for url in urls {
-                let found = url.as_str().map(Endpoint::parse).and_then(Result::ok);
-                match found {
-                    Some(found) if &found == pinned => {}
-                    Some(found) => {
+                match Endpoint::parse(url) {
+                    Ok(found) if &found == pinned => {}
+                    Ok(found) => {
                         return Err(PinMismatch::Controller { found: found.to_string(), pinned: pinned.to_string() });
                     }
-                    None => return Err(PinMismatch::UnreadableController),
+                    Err(_) => return Err(PinMismatch::UnreadableController),
                 }
             }
         }
         if let Some(pinned) = &self.ca {
-            let value = identity.pointer("/id/ca").and_then(serde_json::Value::as_str).unwrap_or_default();
-            let pem = value.strip_prefix("pem:").unwrap_or(value);
-            if !pem.trim_start().starts_with("-----BEGIN") {
-                return Err(PinMismatch::UnreadableCa);
-            }
-            let found = parse_certificates(pem.as_bytes()).filter(|found| !found.is_empty());
-            let found = found.ok_or(PinMismatch::UnreadableCa)?;
-            let foreign = found.iter().filter(|certificate| !pinned.contains(certificate)).count();
+            let foreign = ca.iter().filter(|certificate| !pinned.contains(certificate)).count();
             if foreign > 0 {
-                return Err(PinMismatch::Ca { foreign, total: found.len() });
+                return Err(PinMismatch::Ca { foreign, total: ca.len() });
             }
         }
         Ok(())
@@ -156,7 +138,6 @@ fn parse_certificates(pem: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
 #[allow(clippy::expect_used)]
 mod tests {
     use rstest::rstest;
-    use serde_json::json;
 
     use super::*;
 
@@ -168,8 +149,21 @@ mod tests {
         params.self_signed(&key).expect("self-signed").pem()
     }
 
-    fn identity(api: &str, ca_value: &str) -> serde_json::Value {
-        json!({"ztAPI": api, "id": {"cert": "pem:C", "key": "pem:SECRETKEY", "ca": ca_value}})
+    /// What the pins see of an identity: its controller URLs and CAs.
+    struct Seen {
+        urls: Vec<String>,
+        ca: Vec<CertificateDer<'static>>,
+    }
+
+    fn identity(api: &str, ca_pem: &str) -> Seen {
+        Seen { urls: vec![api.to_owned()], ca: parse_certificates(ca_pem.as_bytes()).unwrap_or_default() }
+    }
+
+    impl ControllerPins {
+        fn check_seen(&self, seen: &Seen) -> Result<(), PinMismatch> {
+            let urls: Vec<&str> = seen.urls.iter().map(String::as_str).collect();
+            self.check_parts(&urls, &seen.ca)
+        }
     }
 
     #[rstest]
@@ -184,7 +178,7 @@ mod tests {
         #[case] accepted: bool,
     ) {
         let pins = ControllerPins::none().with_controller(pinned).expect("pin");
-        let outcome = pins.check(&identity(api, "pem:x"));
+        let outcome = pins.check_seen(&identity(api, ""));
         assert_eq!(outcome.is_ok(), accepted, "{outcome:?}");
         if let Err(mismatch) = outcome {
             assert!(matches!(mismatch, PinMismatch::Controller { .. }), "{mismatch:?}");
@@ -195,9 +189,9 @@ mod tests {
     #[test]
     fn every_listed_controller_must_match() {
         let pins = ControllerPins::none().with_controller("https://ctrl.example:1280").expect("pin");
-        let mut value = identity("https://ctrl.example:1280/edge/client/v1", "pem:x");
-        value["ztAPIs"] = json!(["https://ctrl.example:1280", "https://evil.example:1280"]);
-        let mismatch = pins.check(&value).expect_err("a second controller is not the pinned one");
+        let mut value = identity("https://ctrl.example:1280/edge/client/v1", "");
+        value.urls.extend(["https://ctrl.example:1280".to_owned(), "https://evil.example:1280".to_owned()]);
+        let mismatch = pins.check_seen(&value).expect_err("a second controller is not the pinned one");
         assert_eq!(
             mismatch,
             PinMismatch::Controller {
@@ -220,16 +214,15 @@ mod tests {
     fn the_ca_pin_compares_parsed_certificates() {
         let (ours, theirs) = (ca("ours"), ca("theirs"));
         let pins = ControllerPins::none().with_ca_pem(ours.as_bytes()).expect("pin");
-        // The same certificate with other line endings and the `pem:` prefix is accepted.
-        let reformatted = format!("pem:{}", ours.replace('\n', "\r\n"));
-        assert_eq!(pins.check(&identity("https://c:1/", &reformatted)), Ok(()));
-        let foreign = format!("pem:{ours}{theirs}");
+        // The same certificate with other line endings is accepted.
+        let reformatted = ours.replace('\n', "\r\n");
+        assert_eq!(pins.check_seen(&identity("https://c:1/", &reformatted)), Ok(()));
+        let foreign = format!("{ours}{theirs}");
         assert_eq!(
-            pins.check(&identity("https://c:1/", &foreign)),
+            pins.check_seen(&identity("https://c:1/", &foreign)),
             Err(PinMismatch::Ca { foreign: 1, total: 2 }),
             "a CA the operator did not pin is refused even beside the pinned one"
         );
-        assert_eq!(pins.check(&identity("https://c:1/", "file:///etc/ca.pem")), Err(PinMismatch::UnreadableCa));
     }
 
     #[test]
@@ -239,7 +232,7 @@ mod tests {
 
     #[test]
     fn no_pins_accept_anything() {
-        assert_eq!(ControllerPins::none().check(&identity("https://anything:9/", "pem:x")), Ok(()));
+        assert_eq!(ControllerPins::none().check_seen(&identity("https://anything:9/", "")), Ok(()));
         assert!(ControllerPins::none().is_empty());
     }
 }

@@ -63,7 +63,7 @@ impl OverlayBinder for TcpStandIn {
             IdentitySource::File(path) => {
                 (Some(path.to_path_buf()), std::fs::read(path).map_err(|err| bind_error(service, err))?)
             }
-            IdentitySource::Memory(json) => (None, json.as_bytes().to_vec()),
+            IdentitySource::Memory { json, .. } => (None, json.as_bytes().to_vec()),
         };
         let listener = TcpServiceListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -92,8 +92,8 @@ struct Rotations(Arc<Mutex<Vec<Vec<u8>>>>);
 
 #[async_trait]
 impl OverlayCredentials for Rotations {
-    async fn rotate(&self, identity: &IdentityJson) -> Result<(), RotateError> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(identity.as_bytes().to_vec());
+    async fn rotate(&self, json: &IdentityJson, _identity: ziti_sdk::Identity) -> Result<(), RotateError> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(json.as_bytes().to_vec());
         Ok(())
     }
 }

@@ -20,10 +20,7 @@ impl OverlayBinder for ZitiBinder {
         let error = |source: ziti_sdk::Error| BindError { service: service.to_owned(), source: Box::new(source) };
         let context = match identity {
             IdentitySource::File(path) => ZitiContext::from_file(path).await,
-            IdentitySource::Memory(json) => match Identity::from_json(json.as_bytes()) {
-                Ok(identity) => ZitiContext::new(identity).await,
-                Err(err) => Err(err.into()),
-            },
+            IdentitySource::Memory { identity, .. } => ZitiContext::new(identity).await,
         }
         .map_err(error)?;
         let listener = context.listen(service).await.map_err(error)?;
@@ -56,8 +53,7 @@ struct ZitiCredentials {
 
 #[async_trait]
 impl OverlayCredentials for ZitiCredentials {
-    async fn rotate(&self, identity: &IdentityJson) -> Result<(), RotateError> {
-        let identity = Identity::from_json(identity.as_bytes()).map_err(|err| RotateError(Box::new(err)))?;
+    async fn rotate(&self, _json: &IdentityJson, identity: Identity) -> Result<(), RotateError> {
         self.context.update_identity(identity).await.map_err(|err| RotateError(Box::new(err)))
     }
 }

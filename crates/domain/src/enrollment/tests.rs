@@ -6,7 +6,7 @@ use rstest::rstest;
 
 use super::*;
 use crate::identity::LeasedIdentity;
-use crate::test_support::{ProviderMock, TTL, Timeline, installer, leased, secs, transient};
+use crate::test_support::{ProviderMock, TTL, Timeline, installer, leased, quiet_host, secs, transient};
 
 fn fatal() -> ProviderError {
     ProviderError::Fatal("permission denied".into())
@@ -19,6 +19,7 @@ fn enroller(timeline: &Arc<Timeline>, provider: Arc<dyn IdentityProvider>, rejec
         provider,
         installer(timeline, reject),
         observer,
+        quiet_host(),
         ServiceType::Gateway,
         Backoff::new(secs(1), secs(30)),
     )

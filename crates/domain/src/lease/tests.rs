@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use crate::identity::IdentityJson;
 use crate::ports::{BindingEnded, IdentityInstaller, LossReason};
 use crate::test_support::{
-    Call, ProviderMock, TTL, Timeline, installer, installer_ending, leased, ms, secs, transient,
+    Call, ProviderMock, TTL, Timeline, installer, installer_ending, leased, ms, quiet_host, secs, transient,
 };
 
 const INTERVAL: Duration = Duration::from_secs(120);
@@ -61,8 +61,14 @@ fn start_with(
 ) -> Running {
     let observer: Arc<dyn LeaseObserver> = timeline.clone();
     let policy = LeasePolicy::new(interval);
-    let enroller =
-        Enroller::new(provider.clone(), installer, observer.clone(), ServiceType::Gateway, policy.retry.clone());
+    let enroller = Enroller::new(
+        provider.clone(),
+        installer,
+        observer.clone(),
+        quiet_host(),
+        ServiceType::Gateway,
+        policy.retry.clone(),
+    );
     let keeper = LeaseKeeper::new(provider, enroller, observer, policy);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(keeper.run(lease, cancel.clone()));
@@ -585,7 +591,10 @@ fn rotating_installer(timeline: &Arc<Timeline>) -> (Arc<dyn IdentityInstaller>, 
     let mut mock = crate::ports::MockIdentityInstaller::new();
     mock.expect_ended_bindings().returning(|| tokio::sync::watch::channel(None).1);
     let retiring = timeline.clone();
-    mock.expect_retire().returning(move |id| retiring.record(Call::Retire(id.as_str().to_owned())));
+    mock.expect_retire().returning(move |id| {
+        retiring.record(Call::Retire(id.as_str().to_owned()));
+        true
+    });
     let used = in_use.clone();
     let failed_once = std::sync::atomic::AtomicBool::new(false);
     mock.expect_rotate().returning(move |_, credential| {

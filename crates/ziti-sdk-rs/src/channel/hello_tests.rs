@@ -32,12 +32,13 @@ fn a_successful_reply_names_the_router() {
 
 #[test]
 fn a_router_that_confirms_binds_says_so_in_its_reply() {
-    // v2 routers add more headers; only the ones the SDK reads matter.
+    // Newer routers add headers the SDK does not read (ids 0 and 4 here); they change nothing.
     let reply = from_wire(
         success()
+            .with_header(0, b"channel-connection-id".to_vec())
             .with_header(header::ROUTER_ID, b"router-2".to_vec())
             .with_bool(edge::header::SUPPORTS_BIND_SUCCESS, true)
-            .with_header(1031, b"v2.0.0".to_vec())
+            .with_header(4, b"v2.0.0".to_vec())
             .with_bool(edge::header::SUPPORTS_INSPECT, true),
     );
     assert_eq!(on_reply(&reply), Ok(HelloOutcome { router_id: "router-2".into(), supports_bind_success: true }));

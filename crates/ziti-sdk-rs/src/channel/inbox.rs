@@ -30,6 +30,13 @@ struct Level {
     peer_closed: AtomicBool,
 }
 
+/// Whether a body of `len` bytes may be queued now, with `buffered` bytes unread against
+/// `budget`. Empty bodies (FIN, StateClosed) and an empty queue always admit, so a
+/// message larger than the budget still gets through, one at a time.
+pub(crate) fn admits(budget: usize, buffered: usize, len: usize) -> bool {
+    len == 0 || buffered == 0 || buffered.saturating_add(len) <= budget
+}
+
 /// The channel's end of a connection's queue.
 #[derive(Debug, Clone)]
 pub(crate) struct InboxSender {
@@ -54,8 +61,7 @@ impl InboxSender {
             let drained = self.level.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            let before = self.level.buffered.load(Ordering::Acquire);
-            if len == 0 || before == 0 || before + len <= self.budget {
+            if admits(self.budget, self.level.buffered.load(Ordering::Acquire), len) {
                 break;
             }
             if self.tx.is_closed() {
@@ -131,6 +137,23 @@ mod tests {
 
     fn data(len: usize) -> Message {
         Message::new(60786, vec![0u8; len])
+    }
+
+    #[test]
+    fn a_body_is_admitted_while_it_fits_the_budget() {
+        assert!(admits(100, 60, 40), "exactly at the budget");
+        assert!(!admits(100, 60, 41), "one byte over the budget");
+        assert!(!admits(100, usize::MAX, 1), "an overflowing sum");
+    }
+
+    #[test]
+    fn an_empty_queue_admits_any_body() {
+        assert!(admits(100, 0, 1000));
+    }
+
+    #[test]
+    fn an_empty_body_is_always_admitted() {
+        assert!(admits(100, 1000, 0), "a FIN or StateClosed waited behind data");
     }
 
     #[tokio::test]

@@ -47,16 +47,8 @@ pub(super) async fn write_loop(
             Some(message) = outbound.recv() => message,
             else => break,
         };
-        let mut next = Some(first);
-        // Batch whatever is queued into one TLS write.
-        while let Some(message) = next.take() {
-            if let Err(err) = frame::encode_into(&message, &mut buf) {
-                tracing::warn!(%err, "dropping an unencodable message");
-            }
-            if buf.len() < WRITE_BATCH {
-                next = control.try_recv().ok().or_else(|| outbound.try_recv().ok());
-            }
-        }
+        // Control frames go ahead of data.
+        fill_batch(&mut buf, first, || control.try_recv().ok().or_else(|| outbound.try_recv().ok()));
         let written = async {
             writer.write_all(&buf).await?;
             writer.flush().await
@@ -97,11 +89,7 @@ pub(super) async fn read_loop(
                 Ok(()) => tracing::debug!(router = %shared.router, "edge router closed the channel"),
                 Err(err) => tracing::debug!(router = %shared.router, %err, "edge router channel read failed"),
             }
-            if shared.received.load(Ordering::Relaxed) == 0 && hello_at.elapsed() < REJECTION_WINDOW {
-                Closed::Rejected
-            } else {
-                Closed::Lost
-            }
+            close_reason(shared.received.load(Ordering::Relaxed), hello_at.elapsed())
         }
     };
     shutdown(&shared, reason);
@@ -119,27 +107,23 @@ fn shutdown(shared: &Shared, reason: Closed) {
 
 async fn dispatch(shared: &Shared, message: Message) {
     tracing::trace!(?message, "received");
-    if let Some(reply_for) = message.reply_for()
-        && let Some(waiter) = lock(&shared.pending).remove(&reply_for)
-    {
-        let _ = waiter.send(message);
-        return;
-    }
-    let conn_id = edge::conn_id(&message);
-    if message.content_type == edge::content::CONN_INSPECT_REQUEST {
-        let kind = conn_id.and_then(|id| lock(&shared.sinks).get(&id).map(|sink| sink.kind));
-        let (conn_type, detail) = match kind {
-            Some(ConnKind::Bind) => (edge::conn_type::BIND, "listening"),
-            Some(ConnKind::Dial) => (edge::conn_type::DIAL, "connected"),
-            None => (edge::conn_type::UNKNOWN, "unknown connection"),
-        };
-        let reply = edge::inspect_response(&message, conn_type, detail);
-        let _ = shared.control.send(Message { sequence: shared.sequence.fetch_add(1, Ordering::Relaxed), ..reply });
-        return;
-    }
-    let Some(conn_id) = conn_id else {
-        tracing::debug!(content_type = message.content_type, "ignoring a channel message without a connection");
-        return;
+    let (conn_id, message) = match classify(message, |reply_for| lock(&shared.pending).remove(&reply_for)) {
+        Inbound::Reply(waiter, message) => {
+            let _ = waiter.send(message);
+            return;
+        }
+        Inbound::Inspect(conn_id, message) => {
+            let kind = conn_id.and_then(|id| lock(&shared.sinks).get(&id).map(|sink| sink.kind));
+            let (conn_type, detail) = inspect_answer(kind);
+            let reply = edge::inspect_response(&message, conn_type, detail);
+            let _ = shared.control.send(Message { sequence: shared.sequence.fetch_add(1, Ordering::Relaxed), ..reply });
+            return;
+        }
+        Inbound::Unaddressed(message) => {
+            tracing::debug!(content_type = message.content_type, "ignoring a channel message without a connection");
+            return;
+        }
+        Inbound::Conn(conn_id, message) => (conn_id, message),
     };
     let Some(route) = lock(&shared.sinks).get(&conn_id).map(|sink| sink.route.clone()) else {
         tracing::trace!(conn_id, content_type = message.content_type, "message for an unknown connection");
@@ -157,3 +141,66 @@ async fn dispatch(shared: &Shared, message: Message) {
         let _ = shared.control.send(Message { sequence: shared.sequence.fetch_add(1, Ordering::Relaxed), ..closed });
     }
 }
+
+/// Encodes `first`, then what `next` yields, into `buf` until it holds a batch's worth.
+fn fill_batch(buf: &mut BytesMut, first: Message, mut next: impl FnMut() -> Option<Message>) {
+    let mut message = Some(first);
+    while let Some(current) = message.take() {
+        if let Err(err) = frame::encode_into(&current, buf) {
+            tracing::warn!(%err, "dropping an unencodable message");
+        }
+        if buf.len() < WRITE_BATCH {
+            message = next();
+        }
+    }
+}
+
+/// Why a channel whose reader ended closed: a router that hangs up soon after the hello
+/// without sending anything refused our token.
+fn close_reason(received: u64, since_hello: Duration) -> Closed {
+    if received == 0 && since_hello < REJECTION_WINDOW { Closed::Rejected } else { Closed::Lost }
+}
+
+/// Where one inbound message goes; `W` is the waiter of a request.
+#[derive(Debug)]
+enum Inbound<W> {
+    /// The reply a request waits for.
+    Reply(W, Message),
+    /// A ConnInspect request, about the connection it names if any.
+    Inspect(Option<u32>, Message),
+    /// A message for this connection.
+    Conn(u32, Message),
+    /// A message that names no connection.
+    Unaddressed(Message),
+}
+
+/// Sorts an inbound message. `take_waiter` removes and returns the waiter for a request
+/// sequence; a reply nobody waits for any more is routed like any other message.
+fn classify<W>(message: Message, take_waiter: impl FnOnce(i32) -> Option<W>) -> Inbound<W> {
+    if let Some(reply_for) = message.reply_for()
+        && let Some(waiter) = take_waiter(reply_for)
+    {
+        return Inbound::Reply(waiter, message);
+    }
+    let conn_id = edge::conn_id(&message);
+    if message.content_type == edge::content::CONN_INSPECT_REQUEST {
+        return Inbound::Inspect(conn_id, message);
+    }
+    match conn_id {
+        Some(conn_id) => Inbound::Conn(conn_id, message),
+        None => Inbound::Unaddressed(message),
+    }
+}
+
+/// The ConnInspect answer (connection type, detail) for what the id is registered as.
+fn inspect_answer(kind: Option<ConnKind>) -> (u8, &'static str) {
+    match kind {
+        Some(ConnKind::Bind) => (edge::conn_type::BIND, "listening"),
+        Some(ConnKind::Dial) => (edge::conn_type::DIAL, "connected"),
+        None => (edge::conn_type::UNKNOWN, "unknown connection"),
+    }
+}
+
+#[cfg(test)]
+#[path = "pump_tests.rs"]
+mod tests;

@@ -58,7 +58,7 @@ impl Sink {
 }
 
 /// Why the channel closed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Closed {
     Rejected,
     Lost,
