@@ -2,8 +2,7 @@
 //! replies to their requests and everything else to the connection it names.
 
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
@@ -14,7 +13,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
-use tokio_util::sync::CancellationToken;
 
 use super::flow::{self, FlowConn};
 use super::frame::{self, FrameCodec, Message};
@@ -75,22 +73,7 @@ impl Channel {
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (control, control_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            router: address.to_owned(),
-            router_id: outcome.router_id,
-            supports_bind_success: outcome.supports_bind_success,
-            sequence: AtomicI32::new(1),
-            next_conn_id: AtomicU32::new(0),
-            pending: Mutex::default(),
-            sinks: Mutex::default(),
-            outbound,
-            control,
-            cancel: CancellationToken::new(),
-            closed: Mutex::default(),
-            received: AtomicU64::new(0),
-            settings,
-            ticking: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(address, outcome, outbound, control, settings));
         // Everything the channel's tasks log carries the router it talks to.
         let span = tracing::info_span!("router", address, id = %shared.router_id);
         tracing::debug!(parent: &span, "edge router channel up");
@@ -136,24 +119,9 @@ impl Channel {
     pub(crate) fn detached(router: &str) -> Channel {
         let (outbound, _) = mpsc::channel(1);
         let (control, _) = mpsc::unbounded_channel();
-        Channel {
-            shared: Arc::new(Shared {
-                router: router.to_owned(),
-                router_id: String::new(),
-                supports_bind_success: true,
-                sequence: AtomicI32::new(1),
-                next_conn_id: AtomicU32::new(0),
-                pending: Mutex::default(),
-                sinks: Mutex::default(),
-                outbound,
-                control,
-                cancel: CancellationToken::new(),
-                closed: Mutex::default(),
-                received: AtomicU64::new(0),
-                settings: ChannelSettings { budget: 1024, stall: Duration::from_secs(1), probe_interval: None },
-                ticking: AtomicBool::new(false),
-            }),
-        }
+        let outcome = hello::HelloOutcome { router_id: String::new(), supports_bind_success: true };
+        let settings = ChannelSettings { budget: 1024, stall: Duration::from_secs(1), probe_interval: None };
+        Channel { shared: Arc::new(Shared::new(router, outcome, outbound, control, settings)) }
     }
 
     /// The error to report for work that failed because this channel closed.

@@ -84,6 +84,32 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The state of a new channel to `router`, as its hello settled it.
+    pub(super) fn new(
+        router: &str,
+        hello: super::hello::HelloOutcome,
+        outbound: mpsc::Sender<Message>,
+        control: mpsc::UnboundedSender<Message>,
+        settings: ChannelSettings,
+    ) -> Self {
+        Self {
+            router: router.to_owned(),
+            router_id: hello.router_id,
+            supports_bind_success: hello.supports_bind_success,
+            sequence: AtomicI32::new(1),
+            next_conn_id: AtomicU32::new(0),
+            pending: Mutex::default(),
+            sinks: Mutex::default(),
+            outbound,
+            control,
+            cancel: CancellationToken::new(),
+            closed: Mutex::default(),
+            received: AtomicU64::new(0),
+            settings,
+            ticking: AtomicBool::new(false),
+        }
+    }
+
     /// Queues `message` ahead of data, without waiting (acknowledgements, resends).
     pub(super) fn send_control(&self, message: Message) {
         let _ = self.control.send(Message { sequence: self.sequence.fetch_add(1, Ordering::Relaxed), ..message });

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 use workspace_tests::network::ZitiNetwork;
-use ziti_sdk::{ContextOptions, Identity, ZitiConn, ZitiContext, ZitiListener};
+use ziti_sdk::{ContextOptions, Identity, ZitiConn, ZitiContext};
 
 use crate::support::{host_role, network, shared_router, within, ziti_cli};
 
@@ -140,24 +140,6 @@ impl Drop for Trust {
     }
 }
 
-/// Echoes every accepted connection until the listener ends.
-fn echo(mut listener: ZitiListener) -> tokio::task::JoinHandle<ziti_sdk::Error> {
-    tokio::spawn(async move {
-        loop {
-            let conn = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(err) => return err,
-            };
-            tokio::spawn(async move {
-                let (mut reader, mut writer) = tokio::io::split(conn);
-                if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
-                    let _ = writer.shutdown().await;
-                }
-            });
-        }
-    })
-}
-
 /// One request: a new connection, a message, its echo.
 async fn exchange(client: &ZitiContext, service: &str, message: &[u8]) -> Result<(), String> {
     let mut conn = client.dial(service).await.map_err(|err| format!("dial: {err}"))?;
@@ -236,7 +218,7 @@ async fn rotating_the_certificate_under_load_fails_no_exchange() {
             }
         }
     });
-    let echo = echo(listener);
+    let echo = crate::support::echo(listener);
 
     let client = ZitiContext::from_file(&network.client_identity).await.unwrap();
     let service = trust.service.clone();

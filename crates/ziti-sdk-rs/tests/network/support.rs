@@ -175,3 +175,21 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Echoes every accepted connection; the task ends (with the error) if hosting stops.
+pub fn echo(mut listener: ziti_sdk::ZitiListener) -> tokio::task::JoinHandle<ziti_sdk::Error> {
+    tokio::spawn(async move {
+        loop {
+            let conn = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(err) => return err,
+            };
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = tokio::io::split(conn);
+                if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
+                    let _ = writer.shutdown().await;
+                }
+            });
+        }
+    })
+}

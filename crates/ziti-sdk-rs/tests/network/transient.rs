@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use ziti_sdk::{ContextOptions, Identity, ZitiContext, ZitiListener};
+use ziti_sdk::{ContextOptions, Identity, ZitiContext};
 
 use crate::support::{TestIdentity, exclusive_service, go_zcat, host_role, network, pattern, within};
 
@@ -176,24 +176,6 @@ impl Relay {
     }
 }
 
-/// Echoes every accepted connection; the task ends (with the error) if hosting stops.
-fn echo(mut listener: ZitiListener) -> JoinHandle<ziti_sdk::Error> {
-    tokio::spawn(async move {
-        loop {
-            let conn = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(err) => return err,
-            };
-            tokio::spawn(async move {
-                let (mut reader, mut writer) = tokio::io::split(conn);
-                if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
-                    let _ = writer.shutdown().await;
-                }
-            });
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_from_the_controller_during_refresh_does_not_end_hosting() {
     let network = network();
@@ -212,7 +194,7 @@ async fn a_503_from_the_controller_during_refresh_does_not_end_hosting() {
     let listener = within("bind", Duration::from_secs(30), context.listen(&network.service_name)).await.unwrap();
     let mut bound = listener.bound();
     bound.mark_unchanged();
-    let echo = echo(listener);
+    let echo = crate::support::echo(listener);
 
     // The controller is "unavailable" for several refresh attempts.
     proxy.failing.store(true, Ordering::SeqCst);
