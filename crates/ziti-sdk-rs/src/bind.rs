@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use crate::backoff::Backoff;
 use crate::channel::frame::Message;
 use crate::channel::{Channel, ConnKind, Event, Inbox};
 use crate::context::ZitiContext;
@@ -13,6 +14,8 @@ use crate::edge::{self, content};
 use crate::error::Error;
 
 const BIND_SUCCESS_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a Bind is tried again while the router does not know its session yet.
+const SESSION_SYNC_WAIT: Duration = Duration::from_secs(15);
 
 /// A live Bind and what serving it needs.
 pub(crate) struct Binding {
@@ -82,9 +85,13 @@ pub(crate) async fn bind_everywhere(context: &ZitiContext, service: &str) -> Res
     let mut bindings = Vec::new();
     let mut first_error = None;
     for address in &addresses {
-        let bound = match context.inner.channel_to(service, address).await {
+        let first = match context.inner.channel_to(service, address).await {
             Ok(channel) => bind_with(context, &info, &session, channel, &api_session_id).await,
             Err(err) => Err(err),
+        };
+        let bound = match first {
+            Err(Error::SessionNotKnown { .. }) => bind_on(context, service, address).await,
+            other => other,
         };
         match bound {
             Ok(binding) => bindings.push(binding),
@@ -102,11 +109,36 @@ pub(crate) async fn bind_everywhere(context: &ZitiContext, service: &str) -> Res
 
 /// Binds `service` on the router at `address` again (after its channel was lost).
 pub(crate) async fn bind_on(context: &ZitiContext, service: &str, address: &str) -> Result<Binding, Error> {
-    // Read before the channel is chosen: a session replaced meanwhile makes it stale.
-    let api_session_id = context.inner.session().api_session_id.clone();
-    let (info, session) = bind_session(context, service).await?;
-    let channel = context.inner.channel_to(service, address).await?;
-    bind_with(context, &info, &session, channel, &api_session_id).await
+    until_session_known(service, address, || async {
+        // Read before the channel is chosen: a session replaced meanwhile makes it stale.
+        let api_session_id = context.inner.session().api_session_id.clone();
+        let (info, session) = bind_session(context, service).await?;
+        let channel = context.inner.channel_to(service, address).await?;
+        bind_with(context, &info, &session, channel, &api_session_id).await
+    })
+    .await
+}
+
+/// Runs `bind` again, each time with a new service session, while the router says it
+/// does not know the session (for at most [`SESSION_SYNC_WAIT`]): a router hears of a
+/// new session from the controller a moment after the login that made it.
+async fn until_session_known<F, Fut>(service: &str, router: &str, mut bind: F) -> Result<Binding, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Binding, Error>>,
+{
+    let deadline = tokio::time::Instant::now() + SESSION_SYNC_WAIT;
+    let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        match bind().await {
+            Err(err @ Error::SessionNotKnown { .. }) if tokio::time::Instant::now() < deadline => {
+                let delay = retry.next_delay();
+                tracing::debug!(service, router, %err, retry_in = ?delay, "binding again with a new service session");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn bind_session(
@@ -135,14 +167,20 @@ async fn bind_with(
     let (bind_id, mut inbox) = channel.register(ConnKind::Bind);
     let request = bind_request(bind_id, &session.token, keys.as_ref().map(KeyPair::public), inner.options.flow_control);
     let failed = |reason: String| Error::BindFailed { service: service.to_owned(), reason };
+    let not_known = |reason: String| Error::SessionNotKnown { service: service.to_owned(), reason };
     let bound = async {
         let reply = channel.request(request, inner.options.request_timeout).await?;
         match on_bind_reply(&reply) {
             BindReply::Created => {}
             BindReply::Refused(reason) => return Err(failed(reason)),
+            BindReply::SessionNotKnown(reason) => return Err(not_known(reason)),
             BindReply::Unexpected(other) => return Err(Error::Protocol(format!("unexpected answer {other} to Bind"))),
         }
-        if channel.supports_bind_success() { wait_bound(&channel, &mut inbox, &failed).await } else { Ok(Vec::new()) }
+        if channel.supports_bind_success() {
+            wait_bound(&channel, &mut inbox, &failed, &not_known).await
+        } else {
+            Ok(Vec::new())
+        }
     };
     let early = match bound.await {
         Ok(early) => early,
@@ -168,6 +206,7 @@ async fn wait_bound(
     channel: &Channel,
     inbox: &mut Inbox,
     failed: &impl Fn(String) -> Error,
+    not_known: &impl Fn(String) -> Error,
 ) -> Result<Vec<Message>, Error> {
     let mut early = Vec::new();
     let wait = async {
@@ -176,6 +215,7 @@ async fn wait_bound(
                 Some(Event::Message(m)) => match on_message_before_bound(&m) {
                     BindProgress::Bound => return Ok(()),
                     BindProgress::Refused(reason) => return Err(failed(reason)),
+                    BindProgress::SessionNotKnown(reason) => return Err(not_known(reason)),
                     BindProgress::Early => early.push(m),
                 },
                 Some(Event::Lost(_)) | None => return Err(channel.closed_error()),
@@ -201,6 +241,8 @@ pub(crate) enum BindReply {
     Created,
     /// StateClosed: the router refused, with its reason.
     Refused(String),
+    /// StateClosed with error code 3: the router does not know the session (yet).
+    SessionNotKnown(String),
     /// Some other content type.
     Unexpected(i32),
 }
@@ -209,6 +251,7 @@ pub(crate) enum BindReply {
 pub(crate) fn on_bind_reply(reply: &Message) -> BindReply {
     match reply.content_type {
         content::STATE_CONNECTED => BindReply::Created,
+        content::STATE_CLOSED if session_not_known(reply) => BindReply::SessionNotKnown(edge::reason(reply)),
         content::STATE_CLOSED => BindReply::Refused(edge::reason(reply)),
         other => BindReply::Unexpected(other),
     }
@@ -221,6 +264,8 @@ pub(crate) enum BindProgress {
     Bound,
     /// StateClosed: the router gave up on the Bind, with its reason.
     Refused(String),
+    /// StateClosed with error code 3: the router does not know the session (yet).
+    SessionNotKnown(String),
     /// Anything else (a Dial may beat BindSuccess): keep it for serving.
     Early,
 }
@@ -229,9 +274,14 @@ pub(crate) enum BindProgress {
 pub(crate) fn on_message_before_bound(message: &Message) -> BindProgress {
     match message.content_type {
         content::BIND_SUCCESS => BindProgress::Bound,
+        content::STATE_CLOSED if session_not_known(message) => BindProgress::SessionNotKnown(edge::reason(message)),
         content::STATE_CLOSED => BindProgress::Refused(edge::reason(message)),
         _ => BindProgress::Early,
     }
+}
+
+fn session_not_known(message: &Message) -> bool {
+    message.header_u32(edge::header::ERROR_CODE) == Some(edge::ERROR_INVALID_SESSION)
 }
 
 #[cfg(test)]

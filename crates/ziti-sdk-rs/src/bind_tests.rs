@@ -41,8 +41,15 @@ fn state_connected_means_the_bind_was_taken() {
 #[test]
 fn state_closed_refuses_the_bind_with_the_routers_reason_and_code() {
     assert_eq!(on_bind_reply(&closed("no terminator")), BindReply::Refused("no terminator".into()));
+    let coded = closed("bind access lost").with_u32(header::ERROR_CODE, 14);
+    assert_eq!(on_bind_reply(&coded), BindReply::Refused("bind access lost (error code 14)".into()));
+}
+
+#[test]
+fn a_session_the_router_does_not_know_yet_is_told_apart_so_the_bind_is_tried_again() {
     let coded = closed("invalid session").with_u32(header::ERROR_CODE, 3);
-    assert_eq!(on_bind_reply(&coded), BindReply::Refused("invalid session (error code 3)".into()));
+    assert_eq!(on_bind_reply(&coded), BindReply::SessionNotKnown("invalid session (error code 3)".into()));
+    assert_eq!(on_message_before_bound(&coded), BindProgress::SessionNotKnown("invalid session (error code 3)".into()));
 }
 
 #[test]

@@ -102,6 +102,16 @@ pub enum Error {
         /// The router's or the SDK's reason.
         reason: String,
     },
+    #[error("the edge router does not know the service session for `{service}` (yet): {reason}")]
+    /// The router refused a Bind because it does not know its session (error code 3),
+    /// as a router does for a moment after a login before the controller told it of
+    /// the new session; binding again with a new service session succeeds then.
+    SessionNotKnown {
+        /// The service's name.
+        service: String,
+        /// The router's reason.
+        reason: String,
+    },
     #[error("dialing service `{service}` failed: {reason}")]
     /// The router or the host refused the dial.
     DialFailed {
@@ -145,7 +155,11 @@ impl Error {
         match self {
             Error::Controller { status, .. } => *status >= 500 || *status == 429,
             Error::Http(err) => err.is_connect() || err.is_timeout() || err.is_request() || err.is_body(),
-            Error::Timeout(_) | Error::Io(_) | Error::ChannelClosed { .. } | Error::NoRouterReachable { .. } => true,
+            Error::Timeout(_)
+            | Error::Io(_)
+            | Error::ChannelClosed { .. }
+            | Error::NoRouterReachable { .. }
+            | Error::SessionNotKnown { .. } => true,
             _ => false,
         }
     }
