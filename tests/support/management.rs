@@ -138,6 +138,7 @@ impl ZitiManagementService for Service {
             name,
             role_attributes: vec!["gateway-clients".to_owned()],
             external_id: String::new(),
+            issued_to: String::new(),
         }))
     }
 

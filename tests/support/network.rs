@@ -163,11 +163,14 @@ impl ZitiNetwork {
         vouches_for_dialers(&self.version)
     }
 
-    /// The gateway's settings for reaching the network's ziti-management (over TLS).
-    pub fn management_env(&self) -> [(&'static str, String); 2] {
+    /// The gateway's settings for reaching the network's ziti-management: over TLS,
+    /// presenting the gateway's X.509-SVID (ziti-management admits callers by SPIFFE ID).
+    pub fn management_env(&self) -> [(&'static str, String); 4] {
         [
             ("ZITI_MANAGEMENT_GRPC_TARGET", self.management_grpc_target.clone()),
             ("ZITI_MANAGEMENT_TLS_CA", self.management_tls_ca.to_string_lossy().into_owned()),
+            ("SPIFFE_ENDPOINT_SOCKET", self.spiffe_endpoint_socket.clone()),
+            ("ZITI_SPIFFE_ID", self.gateway_spiffe_id()),
         ]
     }
 

@@ -12,7 +12,7 @@ pub(crate) mod layout;
 pub(crate) mod locate;
 mod process;
 mod provision;
-mod spiffe;
+pub(crate) mod spiffe;
 mod tls;
 
 use std::fmt::Write as _;
@@ -132,12 +132,7 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
     };
     fs::create_dir_all(&layout.home)?;
     fs::set_permissions(&layout.home, fs::Permissions::from_mode(0o700))?;
-    let ports = Ports {
-        controller: free_port()?,
-        router: free_port()?,
-        management_grpc: free_port()?,
-        management_admin: free_port()?,
-    };
+    let mut ports = Ports { controller: free_port()?, router: free_port()?, management_grpc: 0, management_admin: 0 };
     let password = random_password()?;
     let cli = Cli { bin: ziti.clone(), config_dir: layout.cli_config() };
 
@@ -170,13 +165,16 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
     fs::write(layout.admin_password_file(), &password)?;
     fs::set_permissions(layout.admin_password_file(), fs::Permissions::from_mode(0o600))?;
     tls::make_management_pki(layout)?;
-    let management_pid = provision::start_management(
-        &management,
-        layout,
-        ports.controller,
-        ports.management_grpc,
-        ports.management_admin,
-    )?;
+    // Chosen only now: a port found free at the start may since have become the local
+    // end of one of the many connections the set-up made.
+    ports.management_grpc = free_port()?;
+    ports.management_admin = free_port()?;
+    let management_ports = provision::ManagementPorts {
+        controller: ports.controller,
+        grpc: ports.management_grpc,
+        admin: ports.management_admin,
+    };
+    let management_pid = provision::start_management(&management, layout, management_ports, &spire.workload_endpoint)?;
     record_pid(layout, "ziti-management", management_pid)?;
     let admin = format!("127.0.0.1:{}", ports.management_admin);
     wait_until("ziti-management to be ready", &layout.log("ziti-management"), || {

@@ -32,6 +32,7 @@ pub const VARIABLES: &[&str] = &[
     "ZITI_MANAGEMENT_TLS_KEY",
     "ZITI_MANAGEMENT_TLS_DOMAIN",
     "ZITI_MANAGEMENT_INSECURE",
+    "ZITI_MANAGEMENT_TOKEN_FILE",
     "ZITI_CONTROLLER_URL",
     "ZITI_CONTROLLER_CA",
     "ZITI_IDENTITY_SOURCE",
@@ -100,6 +101,20 @@ pub struct ManagementTls {
     pub domain_name: Option<String>,
 }
 
+/// What the gateway presents to ziti-management, besides a fixed client certificate
+/// (`ZITI_MANAGEMENT_TLS_CERT`): its X.509-SVID when the SPIFFE Workload API is
+/// there, and a bearer token when a token file is named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagementCredentials {
+    /// `SPIFFE_ENDPOINT_SOCKET`, when no fixed client certificate is given: the SVID
+    /// of the moment is the client certificate of each new TLS connection.
+    pub svid_endpoint: Option<String>,
+    /// `ZITI_SPIFFE_ID`: which SVID, when the workload has several.
+    pub spiffe_id: Option<String>,
+    /// `ZITI_MANAGEMENT_TOKEN_FILE`: re-read for every call (a rotating projected token).
+    pub token_file: Option<PathBuf>,
+}
+
 /// Where the gateway's OpenZiti identity comes from (`ZITI_IDENTITY_SOURCE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -151,6 +166,8 @@ pub struct OverlayConfig {
     pub management_tls: Option<ManagementTls>,
     /// `ZITI_MANAGEMENT_INSECURE`: plain text to a ziti-management that is not on loopback.
     pub management_insecure: bool,
+    /// How the gateway proves who it is to ziti-management.
+    pub management_credentials: ManagementCredentials,
     /// `ZITI_CONTROLLER_URL` and `ZITI_CONTROLLER_CA`: what a leased identity may point
     /// at (the CA file is read here); unset parts are not checked.
     pub controller_pins: ControllerPins,
@@ -205,6 +222,7 @@ struct Raw {
     ziti_management_tls_key: Option<Value>,
     ziti_management_tls_domain: Option<Value>,
     ziti_management_insecure: Option<Value>,
+    ziti_management_token_file: Option<Value>,
     ziti_controller_url: Option<Value>,
     ziti_controller_ca: Option<Value>,
     ziti_resolve_cache_ttl: Option<Value>,
@@ -256,6 +274,14 @@ impl Raw {
         let spiffe_id = parse_optional("ZITI_SPIFFE_ID", self.ziti_spiffe_id, parse_spiffe_id)?;
         let endpoint = parse_optional("SPIFFE_ENDPOINT_SOCKET", self.spiffe_endpoint_socket, parse_workload_api)?;
         let spiffe = parse_or("ZITI_IDENTITY_SOURCE", self.ziti_identity_source, false, parse_identity_source)?;
+        let token_file =
+            parse_optional("ZITI_MANAGEMENT_TOKEN_FILE", self.ziti_management_token_file, parse_token_file)?;
+        let fixed_client_certificate = text(self.ziti_management_tls_cert.clone()).is_some();
+        let management_credentials = ManagementCredentials {
+            svid_endpoint: endpoint.clone().filter(|_| !fixed_client_certificate),
+            spiffe_id: spiffe_id.clone(),
+            token_file,
+        };
         let (identity_source, identity_store) = if spiffe && enabled {
             let required = |variable, why| ConfigError::RequiredForSpiffe { variable, why };
             let source = IdentitySourceConfig::Spiffe(SpiffeConfig {
@@ -301,6 +327,7 @@ impl Raw {
                 false,
                 parse_bool,
             )?,
+            management_credentials,
             controller_pins: controller.pins.clone(),
             renewal_interval: parse_or(
                 "ZITI_LEASE_RENEWAL_INTERVAL",
@@ -380,6 +407,15 @@ impl Raw {
         }
         Ok(config)
     }
+}
+
+/// A token file must be readable and hold a token now; it is re-read for each call.
+fn parse_token_file(path: &str) -> Result<PathBuf, String> {
+    let token = std::fs::read_to_string(path).map_err(|err| format!("cannot read the token file ({err})"))?;
+    if token.trim().is_empty() {
+        return Err("the token file is empty".to_owned());
+    }
+    Ok(PathBuf::from(path))
 }
 
 fn management_tls(

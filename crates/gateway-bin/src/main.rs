@@ -52,7 +52,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("ZITI_IDENTITY_FILE is set but ignored: the identity comes from ZITI_IDENTITY_SOURCE");
     }
     let management = match &config.overlay {
-        Some(overlay) => Some(management::connect(overlay).context("cannot set up the ziti-management client")?),
+        Some(overlay) => Some(
+            management::connect(overlay, SPIFFE_ATTEMPT_TIMEOUT.max(overlay.enrollment_timeout))
+                .await
+                .context("cannot set up the ziti-management client")?,
+        ),
         None => None,
     };
     let deps = Dependencies {

@@ -1,18 +1,42 @@
-//! Builds the ziti-management client from the configuration (reading the TLS files).
+//! Builds the ziti-management client from the configuration: reads the TLS files,
+//! and brings the credentials the gateway presents (its X.509-SVID, a token file).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use gateway_bin::config::{ManagementTls, OverlayConfig};
-use zitimgmt_grpc::{ManagementClient, ManagementConfig, TlsMaterial};
+use gateway_bin::config::{ManagementCredentials, ManagementTls, OverlayConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use spiffe_identity::SvidCertificates;
+use zitimgmt_grpc::{
+    BearerTokenSource, ClientCertificate, ClientCertificateSource, ManagementClient, ManagementConfig, TlsMaterial,
+    Zeroizing,
+};
 
-pub fn connect(overlay: &OverlayConfig) -> Result<Arc<ManagementClient>> {
+pub async fn connect(overlay: &OverlayConfig, svid_timeout: Duration) -> Result<Arc<ManagementClient>> {
     let mut config = ManagementConfig::new(overlay.management_target.clone());
     config.request_timeout = overlay.management_timeout;
     config.allow_plaintext_to_remote = overlay.management_insecure;
     if let Some(tls) = &overlay.management_tls {
         config = config.with_tls(tls_material(tls)?);
+    }
+    let credentials: &ManagementCredentials = &overlay.management_credentials;
+    if let Some(path) = &credentials.token_file {
+        config.bearer_token = Some(Arc::new(TokenFile(path.clone())));
+    }
+    if let Some(endpoint) = &credentials.svid_endpoint {
+        let tls = config.uri()?.scheme_str() == Some("https");
+        if tls {
+            let svids = SvidCertificates::connect(endpoint, credentials.spiffe_id.as_deref(), svid_timeout)
+                .await
+                .context("cannot present the X.509-SVID to ziti-management")?;
+            let material = config.tls.take().unwrap_or_default();
+            config = config.with_tls(material.with_client_certificate_source(Arc::new(Svid(svids))));
+            tracing::info!(endpoint = %endpoint, "presenting the workload's X.509-SVID to ziti-management");
+        } else {
+            tracing::debug!("ziti-management is reached in plain text: the X.509-SVID is not presented");
+        }
     }
     if config.is_plaintext_to_remote()? {
         tracing::warn!(
@@ -41,4 +65,35 @@ fn tls_material(tls: &ManagementTls) -> Result<TlsMaterial> {
 
 fn read(variable: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{variable}: cannot read {}", path.display()))
+}
+
+/// The workload's X.509-SVID as the client certificate towards ziti-management.
+#[derive(Debug)]
+struct Svid(SvidCertificates);
+
+impl ClientCertificateSource for Svid {
+    fn current(&self) -> Option<ClientCertificate> {
+        let svid = self.0.current()?;
+        Some(ClientCertificate {
+            chain: svid.chain.into_iter().map(CertificateDer::from).collect(),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.key.to_vec())),
+        })
+    }
+}
+
+/// `ZITI_MANAGEMENT_TOKEN_FILE`, re-read for every call: the Kubernetes projected
+/// service-account token is replaced in place before it expires.
+#[derive(Debug)]
+struct TokenFile(PathBuf);
+
+impl BearerTokenSource for TokenFile {
+    fn token(&self) -> Result<Zeroizing<String>, String> {
+        let token = std::fs::read_to_string(&self.0)
+            .map(Zeroizing::new)
+            .map_err(|err| format!("cannot read ZITI_MANAGEMENT_TOKEN_FILE {}: {err}", self.0.display()))?;
+        if token.trim().is_empty() {
+            return Err(format!("ZITI_MANAGEMENT_TOKEN_FILE {} is empty", self.0.display()));
+        }
+        Ok(Zeroizing::new(token.trim().to_owned()))
+    }
 }

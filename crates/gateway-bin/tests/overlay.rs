@@ -552,11 +552,14 @@ fn ziti_management_unreachable_for_less_than_the_ttl_does_not_interrupt_service(
     // TLS through the relay: the certificate names 127.0.0.1, the relay's address too.
     let target = format!("https://{}", relay.addr);
     let ca = network.management_tls_ca.to_string_lossy().into_owned();
+    let (socket, spiffe_id) = (network.spiffe_endpoint_socket.clone(), network.gateway_spiffe_id());
     let mut gateway = Gateway::start(
         &network,
         &[
             ("ZITI_MANAGEMENT_GRPC_TARGET", target.as_str()),
             ("ZITI_MANAGEMENT_TLS_CA", ca.as_str()),
+            ("SPIFFE_ENDPOINT_SOCKET", socket.as_str()),
+            ("ZITI_SPIFFE_ID", spiffe_id.as_str()),
             ("ZITI_LEASE_RENEWAL_INTERVAL", "2s"),
             ("ZITI_MANAGEMENT_TIMEOUT", "1s"),
         ],
@@ -716,5 +719,7 @@ async fn a_forged_caller_claim_never_reaches_the_upstream_as_someone_else() {
     }
 }
 
+#[path = "overlay/attested.rs"]
+mod attested;
 #[path = "overlay/sources.rs"]
 mod sources;

@@ -2,10 +2,13 @@
 //! rotated by a SPIFFE implementation (SPIRE), is the gateway's OpenZiti identity, for a
 //! controller that trusts the SVID's trust domain as a third-party CA and holds an
 //! identity whose external id is the SPIFFE ID. Nothing is enrolled and nothing is
-//! written: the key stays in memory. See [`SpiffeIdentitySource`].
+//! written: the key stays in memory. See [`SpiffeIdentitySource`]. The same SVID can be
+//! a TLS client certificate ([`SvidCertificates`]), e.g. towards ziti-management.
 
+mod client_certificate;
 mod credential;
 mod source;
 
+pub use client_certificate::{CurrentSvid, SvidCertificateError, SvidCertificates};
 pub use credential::{Svid, SvidError};
 pub use source::{SpiffeIdentitySource, SpiffeSettings};

@@ -187,7 +187,7 @@ impl IdentityProvider for SpiffeIdentitySource {
 
 /// Picks the SVID with a given SPIFFE ID.
 #[derive(Debug)]
-struct ById(String);
+pub(crate) struct ById(pub(crate) String);
 
 impl spiffe::x509_source::SvidPicker for ById {
     fn pick_svid(&self, svids: &[Arc<X509Svid>]) -> Option<usize> {

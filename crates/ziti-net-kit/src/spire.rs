@@ -594,6 +594,44 @@ impl SpireServer {
         let entries = json["entries"].as_array().map(Vec::as_slice).unwrap_or_default();
         Ok(entries.iter().filter_map(|entry| entry["id"].as_str().map(str::to_owned)).collect())
     }
+    /// An X.509-SVID for `spiffe_id` signed by this server, without an entry or an
+    /// agent (`spire-server x509 mint`): a workload of any SPIFFE ID, for tests.
+    pub fn mint_x509(&self, spiffe_id: &str, ttl: Duration) -> Result<X509Svid, SpireError> {
+        let step = "spire-server x509 mint";
+        let output =
+            output_of(
+                Command::new(&self.bin)
+                    .args(["x509", "mint", "-output", "json", "-socketPath"])
+                    .arg(&self.socket)
+                    .args(["-spiffeID", spiffe_id, "-ttl", &format!("{}s", ttl.as_secs().max(1))]),
+                step,
+            )?;
+        let json: serde_json::Value = parse_json(&output, step)?;
+        let minted = &json[0];
+        let unexpected = |reason: &str| SpireError::Unexpected { step, reason: reason.to_owned() };
+        let ders = |field: &str| -> Result<Vec<Vec<u8>>, SpireError> {
+            minted[field]
+                .as_array()
+                .ok_or_else(|| unexpected(&format!("no `{field}` list in its answer")))?
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .and_then(|b64| BASE64.decode(b64).ok())
+                        .ok_or_else(|| unexpected("a certificate is not base64"))
+                })
+                .collect()
+        };
+        let key = minted["private_key"]
+            .as_str()
+            .and_then(|b64| BASE64.decode(b64).ok())
+            .ok_or_else(|| unexpected("no base64 `private_key` in its answer"))?;
+        Ok(X509Svid {
+            spiffe_id: spiffe_id.to_owned(),
+            chain_pem: ders("x509_svid")?.iter().map(|der| pem("CERTIFICATE", der)).collect(),
+            key_pem: pem("PRIVATE KEY", &key),
+            bundle_pem: ders("root_cas")?.iter().map(|der| pem("CERTIFICATE", der)).collect(),
+        })
+    }
 
     /// Deletes the entry `entry_id` (from [`SpireServer::create_entry`]).
     pub fn delete_entry(&self, entry_id: &str) -> Result<(), SpireError> {
@@ -613,6 +651,57 @@ impl SpireServer {
                 Err(SpireError::Unexpected { step, reason: format!("entry {entry_id:?}: {message}") })
             }
         }
+    }
+
+    /// The `iss` of the JWT-SVIDs it mints, see [`jwt_issuer`].
+    pub fn jwt_issuer(&self) -> String {
+        jwt_issuer(&self.trust_domain)
+    }
+
+    /// A JWT-SVID for `spiffe_id` (any ID of this trust domain, no entry needed) and
+    /// `audience`, living `ttl` (whole seconds, at least one), signed by the server's
+    /// current JWT key: `spire-server jwt mint`.
+    pub fn mint_jwt(&self, spiffe_id: &str, audience: &str, ttl: Duration) -> Result<String, SpireError> {
+        let ttl = ttl.as_secs();
+        if ttl == 0 {
+            return Err(SpireError::Invalid {
+                what: "JWT-SVID TTL",
+                value: format!("{ttl}s"),
+                reason: "must be at least one second",
+            });
+        }
+        let step = "spire-server jwt mint";
+        let ttl = format!("{ttl}s");
+        let output = output_of(
+            Command::new(&self.bin)
+                .args(["jwt", "mint", "-socketPath"])
+                .arg(&self.socket)
+                .args(["-spiffeID", spiffe_id, "-audience", audience])
+                .args(["-ttl", &ttl]),
+            step,
+        )?;
+        let token = String::from_utf8_lossy(&output).trim().to_owned();
+        // A JWS in compact form: three base64url parts.
+        if token.split('.').count() != 3 || token.contains(char::is_whitespace) {
+            return Err(SpireError::Unexpected { step, reason: "its output is not a JWT".to_owned() });
+        }
+        Ok(token)
+    }
+
+    /// The server's trust bundle as a JWKS in SPIFFE format (`spire-server bundle show
+    /// -format spiffe`): its X.509 roots (`"use": "x509-svid"`) and its JWT keys
+    /// (`"use": "jwt-svid"`).
+    pub fn bundle_jwks(&self) -> Result<String, SpireError> {
+        let step = "spire-server bundle show";
+        let output = output_of(
+            Command::new(&self.bin).args(["bundle", "show", "-format", "spiffe", "-socketPath"]).arg(&self.socket),
+            step,
+        )?;
+        let bundle: serde_json::Value = parse_json(&output, step)?;
+        if !bundle["keys"].is_array() {
+            return Err(SpireError::Unexpected { step, reason: "its output has no `keys`".to_owned() });
+        }
+        Ok(String::from_utf8_lossy(&output).into_owned())
     }
 
     /// A one-use join token whose agent becomes [`SpireServer::node_id`]; it is redeemed
@@ -842,6 +931,7 @@ fn server_conf(files: &Files, trust_domain: &str, port: u16) -> String {
     ca_key_type = "ec-p256"
     ca_ttl = "24h"
     default_x509_svid_ttl = "1h"
+    jwt_issuer = "{jwt_issuer}"
 }}
 plugins {{
     DataStore "sql" {{ plugin_data {{ database_type = "sqlite3"  connection_string = "{server_data}/datastore.sqlite3" }} }}
@@ -850,12 +940,22 @@ plugins {{
     UpstreamAuthority "disk" {{ plugin_data {{ cert_file_path = "{root_cert}"  key_file_path = "{root_key}" }} }}
 }}
 "#,
+        jwt_issuer = jwt_issuer(trust_domain),
         server_socket = files.server_socket.display(),
         server_data = files.server_data.display(),
         root_cert = files.root_cert.display(),
         root_key = files.root_key.display(),
     )
 }
+
+/// The `iss` of the JWT-SVIDs of the server of `trust_domain`: SPIRE leaves `iss` out
+/// unless its config names one, and a JWT verifier wants an issuer to check.
+pub fn jwt_issuer(trust_domain: &str) -> String {
+    format!("{JWT_ISSUER_PREFIX}{trust_domain}")
+}
+
+/// What [`jwt_issuer`] puts before the trust domain.
+pub const JWT_ISSUER_PREFIX: &str = "https://spire.";
 
 /// The join token goes in the config (mode 0600), not on the command line that every
 /// local user can read.

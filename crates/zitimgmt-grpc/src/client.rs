@@ -10,13 +10,15 @@ use domain::{
     CallerIdentity, IdentityId, IdentityJson, LeasedIdentity, Principal, ProviderError, Renewal, ResolveError,
     ServiceType,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Response, Status};
 
-use crate::config::{ConfigError, ManagementConfig};
+use crate::config::{BearerTokenSource, ConfigError, ManagementConfig, TlsMaterial};
 use crate::expiry::expires_in;
 use crate::proto;
 use crate::proto::ziti_management_service_client::ZitiManagementServiceClient;
+use crate::rotating_tls::{Connector, client_config};
 use crate::status::{BrokenAnswer, Rpc, code_name, provider_error, resolve_error};
 use crate::tls::{TlsError, client_tls_config};
 
@@ -47,6 +49,7 @@ pub struct ManagementClient {
     /// `scheme://authority`, for messages.
     target: Arc<str>,
     request_timeout: Duration,
+    bearer_token: Option<Arc<dyn BearerTokenSource>>,
 }
 
 impl ManagementClient {
@@ -68,17 +71,41 @@ impl ManagementClient {
             None if uri.scheme_str() == Some("https") => Some(Default::default()),
             None => None,
         };
-        if let Some(material) = tls {
-            let tls_config = client_tls_config(&material)
-                .map_err(|source| ClientError::TlsMaterial { target: target.clone(), source })?
-                .timeout(config.connect_timeout);
-            endpoint = endpoint
-                .tls_config(tls_config)
-                .map_err(|source| ClientError::Tls { target: target.clone(), source })?;
-        }
-        let inner = ZitiManagementServiceClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(config.max_response_bytes);
-        Ok(Self { inner, target: target.into(), request_timeout: config.request_timeout })
+        let tls_material_error = |source| ClientError::TlsMaterial { target: target.clone(), source };
+        let channel = match tls {
+            Some(TlsMaterial { client_certificate_source: Some(_), client_cert_pem: Some(_), .. }) => {
+                return Err(tls_material_error(TlsError::TwoClientIdentities));
+            }
+            Some(TlsMaterial { client_certificate_source: Some(source), ca_pem, domain_name, .. }) => {
+                // TLS is done by the connector; the channel itself speaks to http://.
+                let tls_config = client_config(ca_pem.as_deref(), source).map_err(tls_material_error)?;
+                let plain = plain_uri(&uri).map_err(|err| {
+                    ClientError::Config(ConfigError::InvalidTarget {
+                        target: config.target.clone(),
+                        reason: err.to_string(),
+                    })
+                })?;
+                let connector = Connector::new(tls_config, domain_name);
+                let endpoint = Endpoint::from(plain).connect_timeout(config.connect_timeout);
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |uri| connector.clone().connect(uri)))
+            }
+            Some(material) => {
+                let tls_config =
+                    client_tls_config(&material).map_err(tls_material_error)?.timeout(config.connect_timeout);
+                endpoint = endpoint
+                    .tls_config(tls_config)
+                    .map_err(|source| ClientError::Tls { target: target.clone(), source })?;
+                endpoint.connect_lazy()
+            }
+            None => endpoint.connect_lazy(),
+        };
+        let inner = ZitiManagementServiceClient::new(channel).max_decoding_message_size(config.max_response_bytes);
+        Ok(Self {
+            inner,
+            target: target.into(),
+            request_timeout: config.request_timeout,
+            bearer_token: config.bearer_token,
+        })
     }
 
     /// The server this client talks to, as `scheme://host:port`.
@@ -100,6 +127,9 @@ impl ManagementClient {
     {
         let mut request = Request::new(message);
         request.set_timeout(self.request_timeout);
+        if let Some(source) = &self.bearer_token {
+            request.metadata_mut().insert("authorization", bearer(source.as_ref())?);
+        }
         tracing::debug!(rpc = rpc.as_str(), target = %self.target, "calling ziti-management");
         let answer = match tokio::time::timeout(self.request_timeout, send(self.inner.clone(), request)).await {
             Ok(answer) => answer.map(Response::into_inner),
@@ -111,6 +141,21 @@ impl ManagementClient {
         }
         answer
     }
+}
+
+/// The `authorization` value for the source's current token. A token that cannot be
+/// read now is a transient failure: a rotating file may be mid-replacement.
+fn bearer(source: &dyn BearerTokenSource) -> Result<MetadataValue<Ascii>, Status> {
+    let token =
+        source.token().map_err(|reason| Status::unavailable(format!("no bearer token to present: {reason}")))?;
+    MetadataValue::try_from(format!("Bearer {}", token.trim()))
+        .map_err(|_| Status::unavailable("the bearer token is not printable ASCII"))
+}
+
+/// The same authority over `http://`, for a channel whose connector does the TLS.
+fn plain_uri(uri: &Uri) -> Result<Uri, tonic::codegen::http::Error> {
+    let authority = uri.authority().map(|authority| authority.as_str()).unwrap_or_default();
+    Uri::builder().scheme("http").authority(authority).path_and_query("/").build()
 }
 
 #[async_trait]

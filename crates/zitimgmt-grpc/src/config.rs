@@ -1,10 +1,13 @@
 //! How to reach ziti-management: the target, the limits, and the TLS material.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Uri;
 use zeroize::Zeroizing;
+
+use crate::rotating_tls::ClientCertificateSource;
 
 /// How long establishing a connection may take before a call fails as transient.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +33,16 @@ pub struct ManagementConfig {
     /// identity, private key included, would cross the network readable by anyone on
     /// the path.
     pub allow_plaintext_to_remote: bool,
+    /// A bearer token sent with every call (`authorization: Bearer ...`), asked for
+    /// anew each call so that a rotated token is used at once.
+    pub bearer_token: Option<Arc<dyn BearerTokenSource>>,
+}
+
+/// The port for the token a caller presents to ziti-management, e.g. a Kubernetes
+/// projected service-account token re-read from its file.
+pub trait BearerTokenSource: Send + Sync + fmt::Debug {
+    /// The token to present now. The error names the source, never the token.
+    fn token(&self) -> Result<Zeroizing<String>, String>;
 }
 
 impl ManagementConfig {
@@ -42,6 +55,7 @@ impl ManagementConfig {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             tls: None,
             allow_plaintext_to_remote: false,
+            bearer_token: None,
         }
     }
 
@@ -99,6 +113,9 @@ pub struct TlsMaterial {
     pub client_key_pem: Option<Zeroizing<Vec<u8>>>,
     /// The name to verify on the server's certificate, when it is not the target's host.
     pub domain_name: Option<String>,
+    /// A client certificate that rotates (e.g. the workload's X.509-SVID), instead of
+    /// the fixed [`Self::client_cert_pem`]: each new connection presents the current one.
+    pub client_certificate_source: Option<Arc<dyn ClientCertificateSource>>,
 }
 
 impl TlsMaterial {
@@ -111,6 +128,12 @@ impl TlsMaterial {
     #[must_use]
     pub fn with_client_identity(self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
         Self { client_cert_pem: Some(cert_pem.into()), client_key_pem: Some(Zeroizing::new(key_pem.into())), ..self }
+    }
+
+    /// The same material presenting the source's current certificate on each new connection.
+    #[must_use]
+    pub fn with_client_certificate_source(self, source: Arc<dyn ClientCertificateSource>) -> Self {
+        Self { client_certificate_source: Some(source), ..self }
     }
 
     /// The same material checking `domain_name` on the server's certificate.
@@ -128,6 +151,7 @@ impl fmt::Debug for TlsMaterial {
             .field("client_cert_pem", &self.client_cert_pem.as_ref().map(|pem| format!("<{} bytes>", pem.len())))
             .field("client_key_pem", &self.client_key_pem.as_ref().map(|_| "<redacted>"))
             .field("domain_name", &self.domain_name)
+            .field("client_certificate_source", &self.client_certificate_source)
             .finish()
     }
 }

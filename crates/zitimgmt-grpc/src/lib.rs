@@ -5,14 +5,16 @@
 mod client;
 mod config;
 mod expiry;
+mod rotating_tls;
 mod status;
 mod tls;
 
 pub use client::{ClientError, ManagementClient};
 pub use config::{
-    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, ManagementConfig,
-    TlsMaterial, is_loopback_host,
+    BearerTokenSource, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    ManagementConfig, TlsMaterial, is_loopback_host,
 };
+pub use rotating_tls::{ClientCertificate, ClientCertificateSource};
 pub use status::{CallError, code_name};
 pub use tls::TlsError;
 /// Re-exported so callers can build [`TlsMaterial::client_key_pem`] without naming the crate.

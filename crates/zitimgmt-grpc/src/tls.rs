@@ -18,6 +18,8 @@ pub enum TlsError {
     UnreadableKey,
     #[error("mTLS needs both a client certificate and its key, but only the {present} is set")]
     HalfClientIdentity { present: &'static str },
+    #[error("give a fixed client certificate or a rotating one (an X.509-SVID), not both")]
+    TwoClientIdentities,
 }
 
 /// Builds the client TLS settings: the given CA(s) or else the platform's roots, and

@@ -22,6 +22,7 @@ fn answer(principal: &str, name: &str) -> ResolveIdentityResponse {
         principal: principal.to_owned(),
         role_attributes: vec!["gateway-clients".to_owned(), "ops".to_owned()],
         external_id: String::new(),
+        issued_to: String::new(),
     }
 }
 

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -18,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use service_kit::env::{InvalidValue, layered, parse_bool, parse_non_empty, parse_optional, parse_or, text};
 use thiserror::Error;
 use zeroize::Zeroizing;
+
+use crate::auth::jwt::{JwksSource, JwtSettings};
+use crate::auth::spiffe::{BundleSource, SpiffeSettings};
+use crate::policy::{Policy, PolicyError};
 
 /// Every variable the server reads. File keys are the same names in lower case.
 pub const VARIABLES: &[&str] = &[
@@ -34,7 +39,22 @@ pub const VARIABLES: &[&str] = &[
     "ZITI_MGMT_TLS_CERT",
     "ZITI_MGMT_TLS_KEY",
     "ZITI_MGMT_INSECURE",
+    "ZITI_MGMT_AUTH_METHODS",
+    "ZITI_MGMT_ALLOW_UNAUTHENTICATED",
+    "ZITI_MGMT_POLICY_FILE",
+    "ZITI_MGMT_SPIFFE_TRUST_DOMAIN",
+    "ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET",
+    "ZITI_MGMT_SPIFFE_BUNDLE_FILE",
+    "ZITI_MGMT_JWT_ISSUER",
+    "ZITI_MGMT_JWT_AUDIENCE",
+    "ZITI_MGMT_JWT_JWKS_URL",
+    "ZITI_MGMT_JWT_JWKS_FILE",
+    "ZITI_MGMT_JWT_JWKS_CA",
+    "ZITI_MGMT_JWT_PRINCIPAL_CLAIM",
 ];
+
+/// The claim of a verified JWT that names its principal, unless configured.
+pub const DEFAULT_PRINCIPAL_CLAIM: &str = "sub";
 
 /// The file that may hold the same settings (TOML, lower-case keys).
 pub const CONFIG_FILE_VARIABLE: &str = "ZITI_MGMT_CONFIG_FILE";
@@ -59,6 +79,28 @@ pub enum ConfigError {
     PlaintextOnNetwork { addr: SocketAddr },
     #[error("configuration could not be read: {0}")]
     Source(String),
+    #[error("{required} is required with ZITI_MGMT_AUTH_METHODS={method}")]
+    MethodNeeds { method: &'static str, required: &'static str },
+    #[error("{variable} is set, but ZITI_MGMT_AUTH_METHODS does not include {method}")]
+    MethodNotEnabled { variable: &'static str, method: &'static str },
+    #[error("set {first} or {second}, not both")]
+    Either { first: &'static str, second: &'static str },
+    #[error(
+        "ZITI_MGMT_AUTH_METHODS includes none, and ZITI_MGMT_GRPC_ADDR={addr} is not a loopback address: anyone who \
+         can reach it would be handed identities. Authenticate callers (spiffe, jwt), listen on loopback, or set \
+         ZITI_MGMT_ALLOW_UNAUTHENTICATED=true to accept it"
+    )]
+    UnauthenticatedOnNetwork { addr: SocketAddr },
+    #[error("the spiffe method is mutual TLS: set ZITI_MGMT_TLS_CERT and ZITI_MGMT_TLS_KEY for the server's side")]
+    SpiffeNeedsTls,
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("the policy {path} has {class} rules, but ZITI_MGMT_AUTH_METHODS does not include {method}")]
+    PolicyNamesDisabledMethod { path: String, class: &'static str, method: &'static str },
+    #[error(
+        "ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES cannot be used with ZITI_MGMT_POLICY_FILE: the policy grants role attributes"
+    )]
+    RoleAttributesBesidePolicy,
 }
 
 impl From<InvalidValue> for ConfigError {
@@ -96,6 +138,15 @@ impl fmt::Debug for GrpcTls {
     }
 }
 
+/// How callers are authenticated (`ZITI_MGMT_AUTH_METHODS` and each method's settings).
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    pub spiffe: Option<SpiffeSettings>,
+    pub jwt: Option<JwtSettings>,
+    /// The `none` method: callers without credentials are the `anonymous` principal.
+    pub none: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The controller's edge API root, e.g. `https://127.0.0.1:1280` (no trailing slash).
@@ -112,13 +163,29 @@ pub struct Config {
     pub grpc_tls: Option<GrpcTls>,
     /// `ZITI_MGMT_INSECURE`: plain-text gRPC on an address other machines can reach.
     pub insecure: bool,
+    pub auth: AuthConfig,
+    /// `ZITI_MGMT_ALLOW_UNAUTHENTICATED`: the `none` method on a non-loopback address.
+    pub allow_unauthenticated: bool,
+    /// Who may ask for what (`ZITI_MGMT_POLICY_FILE`, or anonymous callers may request
+    /// gateway identities when `none` is the only method).
+    pub policy: Arc<Policy>,
 }
 
 impl Config {
     /// Whether gRPC is served in plain text where other machines can reach it (only
     /// possible with [`Config::insecure`]).
     pub fn serves_plaintext_on_network(&self) -> bool {
-        self.grpc_tls.is_none() && !self.grpc_addr.ip().to_canonical().is_loopback()
+        self.grpc_tls.is_none() && !self.listens_on_loopback()
+    }
+
+    /// Whether callers without credentials are served where other machines can reach
+    /// them (only possible with [`Config::allow_unauthenticated`]).
+    pub fn serves_unauthenticated_on_network(&self) -> bool {
+        self.auth.none && !self.listens_on_loopback()
+    }
+
+    fn listens_on_loopback(&self) -> bool {
+        self.grpc_addr.ip().to_canonical().is_loopback()
     }
 }
 
@@ -139,6 +206,18 @@ struct Raw {
     ziti_mgmt_tls_cert: Option<Value>,
     ziti_mgmt_tls_key: Option<Value>,
     ziti_mgmt_insecure: Option<Value>,
+    ziti_mgmt_auth_methods: Option<Value>,
+    ziti_mgmt_allow_unauthenticated: Option<Value>,
+    ziti_mgmt_policy_file: Option<Value>,
+    ziti_mgmt_spiffe_trust_domain: Option<Value>,
+    ziti_mgmt_spiffe_endpoint_socket: Option<Value>,
+    ziti_mgmt_spiffe_bundle_file: Option<Value>,
+    ziti_mgmt_jwt_issuer: Option<Value>,
+    ziti_mgmt_jwt_audience: Option<Value>,
+    ziti_mgmt_jwt_jwks_url: Option<Value>,
+    ziti_mgmt_jwt_jwks_file: Option<Value>,
+    ziti_mgmt_jwt_jwks_ca: Option<Value>,
+    ziti_mgmt_jwt_principal_claim: Option<Value>,
 }
 
 impl Config {
@@ -170,6 +249,29 @@ impl Raw {
     fn validate(self) -> Result<Config, ConfigError> {
         let controller_url = parse_optional("ZITI_MGMT_CONTROLLER_URL", self.ziti_mgmt_controller_url, parse_url)?
             .ok_or(ConfigError::Missing("ZITI_MGMT_CONTROLLER_URL"))?;
+        let methods =
+            parse_or("ZITI_MGMT_AUTH_METHODS", self.ziti_mgmt_auth_methods, Methods::default(), parse_methods)?;
+        let auth = AuthConfig {
+            spiffe: spiffe_settings(
+                methods.spiffe,
+                self.ziti_mgmt_spiffe_trust_domain,
+                self.ziti_mgmt_spiffe_endpoint_socket,
+                self.ziti_mgmt_spiffe_bundle_file,
+            )?,
+            jwt: jwt_settings(
+                methods.jwt,
+                JwtValues {
+                    issuer: self.ziti_mgmt_jwt_issuer,
+                    audience: self.ziti_mgmt_jwt_audience,
+                    jwks_url: self.ziti_mgmt_jwt_jwks_url,
+                    jwks_file: self.ziti_mgmt_jwt_jwks_file,
+                    jwks_ca: self.ziti_mgmt_jwt_jwks_ca,
+                    principal_claim: self.ziti_mgmt_jwt_principal_claim,
+                },
+            )?,
+            none: methods.none,
+        };
+        let role_attributes_given = self.ziti_mgmt_gateway_role_attributes.is_some();
         let config = Config {
             controller_url,
             controller_ca_pem: parse_optional("ZITI_MGMT_CONTROLLER_CA", self.ziti_mgmt_controller_ca, read_ca)?,
@@ -202,12 +304,235 @@ impl Raw {
             )?,
             grpc_tls: grpc_tls(self.ziti_mgmt_tls_cert, self.ziti_mgmt_tls_key)?,
             insecure: parse_or("ZITI_MGMT_INSECURE", self.ziti_mgmt_insecure, false, parse_bool)?,
+            auth,
+            allow_unauthenticated: parse_or(
+                "ZITI_MGMT_ALLOW_UNAUTHENTICATED",
+                self.ziti_mgmt_allow_unauthenticated,
+                false,
+                parse_bool,
+            )?,
+            policy: Arc::new(Policy::anonymous_gateway(Vec::new())),
         };
         if config.serves_plaintext_on_network() && !config.insecure {
             return Err(ConfigError::PlaintextOnNetwork { addr: config.grpc_addr });
         }
-        Ok(config)
+        if config.serves_unauthenticated_on_network() && !config.allow_unauthenticated {
+            return Err(ConfigError::UnauthenticatedOnNetwork { addr: config.grpc_addr });
+        }
+        if config.auth.spiffe.is_some() && config.grpc_tls.is_none() {
+            return Err(ConfigError::SpiffeNeedsTls);
+        }
+        let policy_file =
+            parse_optional("ZITI_MGMT_POLICY_FILE", self.ziti_mgmt_policy_file, |path| Ok(path.to_owned()))?;
+        let policy = match policy_file {
+            Some(path) => {
+                if role_attributes_given {
+                    return Err(ConfigError::RoleAttributesBesidePolicy);
+                }
+                let policy = Policy::load(Path::new(&path))?;
+                check_policy_methods(&policy, &config.auth, &path)?;
+                policy
+            }
+            None if config.auth.spiffe.is_none() && config.auth.jwt.is_none() => {
+                Policy::anonymous_gateway(config.gateway_role_attributes.clone())
+            }
+            None => {
+                let method = if config.auth.spiffe.is_some() { "spiffe" } else { "jwt" };
+                return Err(ConfigError::MethodNeeds { method, required: "ZITI_MGMT_POLICY_FILE" });
+            }
+        };
+        Ok(Config { policy: Arc::new(policy), ..config })
     }
+}
+
+/// The methods of `ZITI_MGMT_AUTH_METHODS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Methods {
+    spiffe: bool,
+    jwt: bool,
+    none: bool,
+}
+
+impl Default for Methods {
+    /// Callers without credentials, which the default loopback address makes safe.
+    fn default() -> Self {
+        Self { spiffe: false, jwt: false, none: true }
+    }
+}
+
+fn parse_methods(value: &str) -> Result<Methods, String> {
+    let mut methods = Methods { spiffe: false, jwt: false, none: false };
+    for method in value.split(',').map(str::trim) {
+        let slot = match method {
+            "spiffe" => &mut methods.spiffe,
+            "jwt" => &mut methods.jwt,
+            "none" => &mut methods.none,
+            _ => {
+                return Err(format!("unknown method {method:?}; expected a comma-separated list of spiffe, jwt, none"));
+            }
+        };
+        if std::mem::replace(slot, true) {
+            return Err(format!("{method} is named twice"));
+        }
+    }
+    Ok(methods)
+}
+
+/// Refuses a setting of a method that is not enabled: it would be silently ignored.
+fn unused(enabled: bool, method: &'static str, settings: &[(&'static str, &Option<Value>)]) -> Result<(), ConfigError> {
+    match settings.iter().find(|(_, value)| value.is_some()) {
+        Some((variable, _)) if !enabled => Err(ConfigError::MethodNotEnabled { variable, method }),
+        _ => Ok(()),
+    }
+}
+
+fn spiffe_settings(
+    enabled: bool,
+    trust_domain: Option<Value>,
+    socket: Option<Value>,
+    bundle_file: Option<Value>,
+) -> Result<Option<SpiffeSettings>, ConfigError> {
+    const METHOD: &str = "spiffe";
+    unused(
+        enabled,
+        METHOD,
+        &[
+            ("ZITI_MGMT_SPIFFE_TRUST_DOMAIN", &trust_domain),
+            ("ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET", &socket),
+            ("ZITI_MGMT_SPIFFE_BUNDLE_FILE", &bundle_file),
+        ],
+    )?;
+    if !enabled {
+        return Ok(None);
+    }
+    let trust_domain = parse_optional("ZITI_MGMT_SPIFFE_TRUST_DOMAIN", trust_domain, parse_non_empty)?
+        .ok_or(ConfigError::MethodNeeds { method: METHOD, required: "ZITI_MGMT_SPIFFE_TRUST_DOMAIN" })?;
+    let socket = parse_optional("ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET", socket, parse_endpoint)?;
+    let bundle_file = parse_optional("ZITI_MGMT_SPIFFE_BUNDLE_FILE", bundle_file, |path| {
+        read_pem(path, "CERTIFICATE").map(|_| PathBuf::from(path))
+    })?;
+    let bundle = match (socket, bundle_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Either {
+                first: "ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET",
+                second: "ZITI_MGMT_SPIFFE_BUNDLE_FILE",
+            });
+        }
+        (Some(endpoint), None) => BundleSource::WorkloadApi(endpoint),
+        (None, Some(path)) => BundleSource::File(path),
+        (None, None) => {
+            return Err(ConfigError::MethodNeeds {
+                method: METHOD,
+                required: "ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET or ZITI_MGMT_SPIFFE_BUNDLE_FILE",
+            });
+        }
+    };
+    Ok(Some(SpiffeSettings { trust_domain, bundle }))
+}
+
+fn parse_endpoint(value: &str) -> Result<String, String> {
+    if value.strip_prefix("unix://").is_some_and(|path| path.starts_with('/')) {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a Workload API endpoint such as unix:///run/spire/agent.sock".to_owned())
+    }
+}
+
+struct JwtValues {
+    issuer: Option<Value>,
+    audience: Option<Value>,
+    jwks_url: Option<Value>,
+    jwks_file: Option<Value>,
+    jwks_ca: Option<Value>,
+    principal_claim: Option<Value>,
+}
+
+fn jwt_settings(enabled: bool, values: JwtValues) -> Result<Option<JwtSettings>, ConfigError> {
+    const METHOD: &str = "jwt";
+    unused(
+        enabled,
+        METHOD,
+        &[
+            ("ZITI_MGMT_JWT_ISSUER", &values.issuer),
+            ("ZITI_MGMT_JWT_AUDIENCE", &values.audience),
+            ("ZITI_MGMT_JWT_JWKS_URL", &values.jwks_url),
+            ("ZITI_MGMT_JWT_JWKS_FILE", &values.jwks_file),
+            ("ZITI_MGMT_JWT_JWKS_CA", &values.jwks_ca),
+            ("ZITI_MGMT_JWT_PRINCIPAL_CLAIM", &values.principal_claim),
+        ],
+    )?;
+    if !enabled {
+        return Ok(None);
+    }
+    let required = |variable: &'static str, value: Option<Value>| {
+        parse_optional(variable, value, parse_non_empty)?
+            .ok_or(ConfigError::MethodNeeds { method: METHOD, required: variable })
+    };
+    let issuer = required("ZITI_MGMT_JWT_ISSUER", values.issuer)?;
+    let audience = required("ZITI_MGMT_JWT_AUDIENCE", values.audience)?;
+    let principal_claim = parse_or(
+        "ZITI_MGMT_JWT_PRINCIPAL_CLAIM",
+        values.principal_claim,
+        DEFAULT_PRINCIPAL_CLAIM.to_owned(),
+        parse_non_empty,
+    )?;
+    let url = parse_optional("ZITI_MGMT_JWT_JWKS_URL", values.jwks_url, parse_jwks_url)?;
+    let file = parse_optional("ZITI_MGMT_JWT_JWKS_FILE", values.jwks_file, |path| {
+        read_file(path).map(|_| PathBuf::from(path))
+    })?;
+    let ca_pem = parse_optional("ZITI_MGMT_JWT_JWKS_CA", values.jwks_ca, read_ca)?;
+    let jwks = match (url, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Either { first: "ZITI_MGMT_JWT_JWKS_URL", second: "ZITI_MGMT_JWT_JWKS_FILE" });
+        }
+        (Some(url), None) => JwksSource::Url { url, ca_pem },
+        (None, Some(path)) if ca_pem.is_none() => JwksSource::File(path),
+        (None, Some(_)) => {
+            return Err(ConfigError::MethodNeeds {
+                method: METHOD,
+                required: "ZITI_MGMT_JWT_JWKS_URL (for ZITI_MGMT_JWT_JWKS_CA)",
+            });
+        }
+        (None, None) => {
+            return Err(ConfigError::MethodNeeds {
+                method: METHOD,
+                required: "ZITI_MGMT_JWT_JWKS_URL or ZITI_MGMT_JWT_JWKS_FILE",
+            });
+        }
+    };
+    Ok(Some(JwtSettings { issuer, audience, principal_claim, jwks }))
+}
+
+/// The JWKS is fetched over https, or plain http to this machine only.
+fn parse_jwks_url(value: &str) -> Result<Url, String> {
+    let url =
+        Url::parse(value).map_err(|err| format!("expected a URL such as https://idp.example/jwks.json ({err})"))?;
+    let loopback = url.host_str().is_some_and(is_loopback_host);
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err("expected an https:// URL (http:// only to this machine)".to_owned()),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// A policy naming a class of callers that no enabled method can produce is a mistake.
+fn check_policy_methods(policy: &Policy, auth: &AuthConfig, path: &str) -> Result<(), ConfigError> {
+    for class in policy.classes() {
+        let (enabled, method) = match class {
+            "spiffe" => (auth.spiffe.is_some(), "spiffe"),
+            "jwt" => (auth.jwt.is_some(), "jwt"),
+            _ => (auth.none, "none"),
+        };
+        if !enabled {
+            return Err(ConfigError::PolicyNamesDisabledMethod { path: path.to_owned(), class, method });
+        }
+    }
+    Ok(())
 }
 
 fn password(value: Option<Value>, file: Option<Value>) -> Result<Password, ConfigError> {

@@ -15,11 +15,14 @@ use crate::ca_bundle::{CaBundle, CaBundleError};
 use crate::controller::{Controller, ControllerError, NewIdentity};
 use crate::lease::new_lease_tags;
 
-/// What a service type gets: its name (in identity names and tags) and role attributes.
+/// What is issued: the service type's name (in identity names and tags), the role
+/// attributes the policy grants, and the principal it is issued to (its holder).
 #[derive(Debug, Clone)]
 pub struct ServiceProfile {
     pub type_name: &'static str,
     pub role_attributes: Vec<String>,
+    /// [`crate::auth::Principal::to_tag`] of the caller; only it may extend or release.
+    pub holder: String,
 }
 
 /// An enrolled, leased identity. The JSON holds the private key.
@@ -82,7 +85,7 @@ impl Enroller {
     pub async fn issue(&self, profile: &ServiceProfile) -> Result<Issued, EnrollmentError> {
         let name = format!("{}-{}", profile.type_name, uuid::Uuid::new_v4().simple());
         let expires = SystemTime::now() + self.ttl;
-        let tags = new_lease_tags(profile.type_name, expires);
+        let tags = new_lease_tags(profile.type_name, &profile.holder, expires);
         let new = NewIdentity { name: &name, role_attributes: &profile.role_attributes, tags };
         let id = self.controller.create_identity(&new).await?;
         match self.enroll(&id).await {

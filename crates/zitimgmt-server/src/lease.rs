@@ -6,6 +6,7 @@
 //! | `zitiMgmtManaged` | `true`: this server created the identity and may delete it |
 //! | `zitiMgmtServiceType` | the service type it was issued for, e.g. `gateway` |
 //! | `zitiMgmtLeaseExpires` | the expiry, UTC RFC 3339 with milliseconds, e.g. `2026-11-22T10:00:00.000Z` |
+//! | `zitiMgmtHolder` | the principal it was issued to ([`crate::auth::Principal::to_tag`]); only it may extend or release |
 //!
 //! The expiry is a fixed-width string because ZitiQL compares strings by byte order,
 //! which then agrees with time order (numeric tags are stored as floats and compare
@@ -22,12 +23,21 @@ use crate::controller::{Controller, ControllerError};
 pub const MANAGED_TAG: &str = "zitiMgmtManaged";
 pub const SERVICE_TYPE_TAG: &str = "zitiMgmtServiceType";
 pub const EXPIRES_TAG: &str = "zitiMgmtLeaseExpires";
+pub const HOLDER_TAG: &str = "zitiMgmtHolder";
+/// The holder of leases issued before leases recorded one: they were issued to
+/// whoever asked, so only an anonymous caller may keep them.
+const UNRECORDED_HOLDER: &str = "anonymous";
 
 #[derive(Debug, Error)]
 pub enum LeaseError {
-    /// Unknown, expired, or not managed by this server: there is no lease to act on.
+    /// Unknown, expired, not managed by this server, or held by another principal:
+    /// there is no lease this caller may act on (which of these is not said).
     #[error("no lease for identity {id:?}")]
     NotFound { id: String },
+    /// The lease exists but another principal holds it. Callers are told
+    /// [`LeaseError::NotFound`]'s message; the audit log says which it was.
+    #[error("no lease for identity {id:?}")]
+    HeldByAnother { id: String, service_type: String },
     #[error(transparent)]
     Controller(#[from] ControllerError),
 }
@@ -42,16 +52,27 @@ pub fn parse_expiry(value: &str) -> Option<SystemTime> {
 }
 
 /// The tags of a freshly issued lease.
-pub fn new_lease_tags(service_type: &str, expires: SystemTime) -> Map<String, Value> {
+pub fn new_lease_tags(service_type: &str, holder: &str, expires: SystemTime) -> Map<String, Value> {
     let mut tags = Map::new();
     tags.insert(MANAGED_TAG.to_owned(), Value::Bool(true));
     tags.insert(SERVICE_TYPE_TAG.to_owned(), Value::String(service_type.to_owned()));
+    tags.insert(HOLDER_TAG.to_owned(), Value::String(holder.to_owned()));
     tags.insert(EXPIRES_TAG.to_owned(), Value::String(format_expiry(expires)));
     tags
 }
 
 pub fn is_managed(tags: &Map<String, Value>) -> bool {
     tags.get(MANAGED_TAG) == Some(&Value::Bool(true))
+}
+
+/// The principal a managed identity was issued to.
+pub fn holder(tags: &Map<String, Value>) -> &str {
+    tags.get(HOLDER_TAG).and_then(Value::as_str).unwrap_or(UNRECORDED_HOLDER)
+}
+
+/// The service type a managed identity was issued for, when recorded.
+pub fn service_type(tags: &Map<String, Value>) -> Option<&str> {
+    tags.get(SERVICE_TYPE_TAG).and_then(Value::as_str)
 }
 
 pub fn expiry(tags: &Map<String, Value>) -> Option<SystemTime> {
@@ -84,10 +105,11 @@ impl Leases {
         self.ttl
     }
 
-    /// Moves the expiry to now + TTL. A lease whose expiry has passed is over even if
-    /// the reaper has not been by yet: it is deleted and reported as not found.
-    pub async fn extend(&self, id: &str) -> Result<SystemTime, LeaseError> {
-        let identity = self.managed(id).await?;
+    /// Moves the expiry to now + TTL, for the lease's holder only. A lease whose expiry
+    /// has passed is over even if the reaper has not been by yet: it is deleted and
+    /// reported as not found.
+    pub async fn extend(&self, id: &str, holder: &str) -> Result<SystemTime, LeaseError> {
+        let identity = self.held(id, holder).await?;
         let mut tags = identity.tags();
         let now = SystemTime::now();
         if expiry(&tags).is_none_or(|expires| expires <= now) {
@@ -102,10 +124,26 @@ impl Leases {
         Ok(expires)
     }
 
-    /// Ends the lease at once by deleting the identity.
-    pub async fn release(&self, id: &str) -> Result<(), LeaseError> {
-        self.managed(id).await?;
-        self.delete(id).await
+    /// Ends the lease at once by deleting the identity, for the lease's holder only;
+    /// returns the service type it was issued for (for the audit log).
+    pub async fn release(&self, id: &str, holder: &str) -> Result<String, LeaseError> {
+        let identity = self.held(id, holder).await?;
+        self.delete(id).await?;
+        Ok(service_type(&identity.tags()).unwrap_or_default().to_owned())
+    }
+
+    /// The identity, if it is a lease of this server held by `holder`. Another
+    /// holder's lease is reported exactly as a missing one, so that a caller learns
+    /// nothing about leases that are not its own.
+    async fn held(&self, id: &str, holder: &str) -> Result<crate::controller::Identity, LeaseError> {
+        let identity = self.managed(id).await?;
+        let recorded = identity.tags();
+        if self::holder(&recorded) == holder {
+            Ok(identity)
+        } else {
+            let service_type = service_type(&recorded).unwrap_or_default().to_owned();
+            Err(LeaseError::HeldByAnother { id: id.to_owned(), service_type })
+        }
     }
 
     async fn delete(&self, id: &str) -> Result<(), LeaseError> {
@@ -161,16 +199,23 @@ mod tests {
     #[test]
     fn tags_round_trip_and_filters_use_letter_only_names() {
         let at = UNIX_EPOCH + Duration::from_secs(1_795_341_600);
-        let tags = new_lease_tags("gateway", at);
+        let tags = new_lease_tags("gateway", "spiffe://td/gateway", at);
         assert!(is_managed(&tags));
+        assert_eq!(holder(&tags), "spiffe://td/gateway");
+        assert_eq!(service_type(&tags), Some("gateway"));
         assert_eq!(expiry(&tags), Some(at));
         assert_eq!(
             expired_filter(at),
             "tags.zitiMgmtManaged = true and tags.zitiMgmtLeaseExpires < \"2026-11-22T10:00:00.000Z\""
         );
-        for name in [MANAGED_TAG, SERVICE_TYPE_TAG, EXPIRES_TAG] {
+        for name in [MANAGED_TAG, SERVICE_TYPE_TAG, EXPIRES_TAG, HOLDER_TAG] {
             assert!(name.chars().all(|c| c.is_ascii_alphabetic() || c == '_'), "{name}");
         }
+    }
+
+    #[test]
+    fn a_lease_without_a_recorded_holder_is_held_by_anonymous() {
+        assert_eq!(holder(&Map::new()), "anonymous");
     }
 
     #[test]

@@ -3,15 +3,17 @@
 //!
 //! One module per concept: [`config`], the [`controller`] client, [`enrollment`]
 //! (with its [`ca_bundle`]), [`lease`] tags, the [`reaper`], the gRPC [`service`],
-//! the [`admin`] listener, [`metrics`], and the [`server`] wiring.
+//! the [`admin`] listener, [`metrics`], the caller [`policy`], and the [`server`] wiring.
 
 pub mod admin;
+pub mod auth;
 pub mod ca_bundle;
 pub mod config;
 pub mod controller;
 pub mod enrollment;
 pub mod lease;
 pub mod metrics;
+pub mod policy;
 pub mod reaper;
 pub mod server;
 pub mod service;

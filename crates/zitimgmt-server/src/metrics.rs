@@ -2,7 +2,7 @@
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
-//! | `zitimgmt_requests_total{method,code}` | counter | gRPC calls answered, by method and gRPC code (`OK`, `NOT_FOUND`, …) |
+//! | `zitimgmt_requests_total{method,code,principal}` | counter | gRPC calls answered, by method, gRPC code (`OK`, `NOT_FOUND`, …) and principal class (`spiffe`, `jwt`, `anonymous`, `unauthenticated`) |
 //! | `zitimgmt_request_duration_seconds{method}` | histogram | time to answer a gRPC call |
 //! | `zitimgmt_leases_held` | gauge | managed identities whose lease still runs (counted on the controller by the reaper) |
 //! | `zitimgmt_leases_reaped_total` | counter | identities deleted because their lease ran out |
@@ -22,6 +22,8 @@ use zitimgmt_grpc::code_name;
 struct RequestLabels {
     method: &'static str,
     code: &'static str,
+    /// `spiffe`, `jwt`, `anonymous`, or `unauthenticated` (no principal established).
+    principal: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,7 +61,11 @@ impl Metrics {
         let durations: Histograms = Family::new_with_constructor(latency_histogram);
         let leases_held = Gauge::default();
         let leases_reaped = Counter::default();
-        registry.register("zitimgmt_requests", "gRPC calls answered, by method and gRPC code", requests.clone());
+        registry.register(
+            "zitimgmt_requests",
+            "gRPC calls answered, by method, gRPC code and principal class",
+            requests.clone(),
+        );
         registry.register("zitimgmt_request_duration_seconds", "Time to answer a gRPC call", durations.clone());
         registry.register(
             "zitimgmt_leases_held",
@@ -74,9 +80,10 @@ impl Metrics {
         Self { registry, requests, durations, leases_held, leases_reaped }
     }
 
-    /// Counts one answered gRPC call.
-    pub fn record_request(&self, method: &'static str, code: Code, took: Duration) {
-        self.requests.get_or_create(&RequestLabels { method, code: code_name(code) }).inc();
+    /// Counts one answered gRPC call; `principal` is the caller's class (see
+    /// [`crate::auth::Principal::class`]) or `unauthenticated`.
+    pub fn record_request(&self, method: &'static str, code: Code, principal: &'static str, took: Duration) {
+        self.requests.get_or_create(&RequestLabels { method, code: code_name(code), principal }).inc();
         self.durations.get_or_create(&MethodLabels { method }).observe(took.as_secs_f64());
     }
 
@@ -103,13 +110,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_are_counted_by_method_and_code() {
+    fn requests_are_counted_by_method_code_and_principal_class() {
         let metrics = Metrics::new();
-        metrics.record_request("ExtendIdentityLease", Code::NotFound, Duration::from_millis(3));
+        metrics.record_request("ExtendIdentityLease", Code::NotFound, "spiffe", Duration::from_millis(3));
         metrics.record_reaped(2);
         metrics.set_leases_held(5);
         let text = metrics.encode();
-        assert!(text.contains(r#"zitimgmt_requests_total{method="ExtendIdentityLease",code="NOT_FOUND"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"zitimgmt_requests_total{method="ExtendIdentityLease",code="NOT_FOUND",principal="spiffe"} 1"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("zitimgmt_leases_reaped_total 2"), "{text}");
         assert!(text.contains("zitimgmt_leases_held 5"), "{text}");
         assert!(text.contains("zitimgmt_request_duration_seconds_count{method=\"ExtendIdentityLease\"} 1"), "{text}");

@@ -6,15 +6,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
 use thiserror::Error;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use zitimgmt_grpc::proto::ziti_management_service_server::ZitiManagementServiceServer;
 
 use crate::admin::serve_admin;
-use crate::config::Config;
+use crate::auth::Authenticator;
+use crate::auth::jwt::{JwtError, JwtVerifier};
+use crate::auth::spiffe::{SpiffeClientVerifier, SpiffeError};
+use crate::config::{Config, GrpcTls};
 use crate::controller::{Controller, ControllerError};
 use crate::lease::Leases;
 use crate::metrics::Metrics;
@@ -41,6 +52,12 @@ pub enum StartError {
     },
     #[error("the gRPC server failed: {0}")]
     Grpc(String),
+    #[error("the spiffe method cannot start")]
+    Spiffe(#[from] SpiffeError),
+    #[error("the jwt method cannot start")]
+    Jwt(#[from] JwtError),
+    #[error("the gRPC TLS settings are unusable: {0}")]
+    Tls(String),
 }
 
 /// Starts everything and serves until `shutdown` resolves.
@@ -49,6 +66,13 @@ pub enum StartError {
 /// not: the server starts, `/readyz` says why it is not ready, calls answer
 /// UNAVAILABLE, and the next call or probe logs in once the controller is back.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    if config.serves_unauthenticated_on_network() {
+        tracing::warn!(
+            grpc = %config.grpc_addr,
+            "INSECURE: ZITI_MGMT_ALLOW_UNAUTHENTICATED=true, so callers without credentials are handed identities \
+             on an address other machines can reach"
+        );
+    }
     if config.serves_plaintext_on_network() {
         tracing::warn!(
             grpc = %config.grpc_addr,
@@ -77,18 +101,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let admin = bind("admin", config.admin_addr).await?;
     let metrics = Arc::new(Metrics::new());
     let leases = Leases::new(controller.clone(), config.lease_ttl);
-    let service = ManagementService::new(controller.clone(), leases, metrics.clone(), config.gateway_role_attributes);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let spiffe = match &config.auth.spiffe {
+        Some(settings) => Some(Arc::new(SpiffeClientVerifier::start(settings, provider.clone()).await?)),
+        None => None,
+    };
+    let jwt = config.auth.jwt.clone().map(JwtVerifier::new).transpose()?;
+    let authenticator = Authenticator::new(jwt, spiffe.is_some(), config.auth.none);
+    let service =
+        ManagementService::new(controller.clone(), leases, metrics.clone(), authenticator, config.policy.clone());
+    let tls = match &config.grpc_tls {
+        Some(tls) => Some(tls_acceptor(tls, spiffe.clone(), provider)?),
+        None => None,
+    };
 
     let stop = CancellationToken::new();
     let reaper = Reaper::new(controller.clone(), metrics.clone(), config.reaper_interval);
     let reaper = tokio::spawn(reaper.run(stop.clone().cancelled_owned()));
     let admin = tokio::spawn(serve_admin(admin, controller, metrics, stop.clone().cancelled_owned()));
 
-    let mut builder = Server::builder();
-    if let Some(tls) = &config.grpc_tls {
-        let identity = TlsIdentity::from_pem(&tls.cert_pem, tls.key_pem.as_slice());
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).map_err(grpc_error)?;
-    }
     tracing::info!(
         grpc = %config.grpc_addr,
         admin = %config.admin_addr,
@@ -96,11 +127,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         lease_ttl = %humantime::format_duration(config.lease_ttl),
         reaper_interval = %humantime::format_duration(config.reaper_interval),
         tls = config.grpc_tls.is_some(),
+        auth = %methods(&config),
+        policy_rules = config.policy.rule_count(),
         "ziti-management serving"
     );
-    let server = builder
-        .add_service(ZitiManagementServiceServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.clone().cancelled_owned());
+    let routes = Server::builder().add_service(ZitiManagementServiceServer::new(service));
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
+        Some(acceptor) => {
+            let incoming = tls_incoming(grpc, acceptor, stop.clone());
+            Box::pin(routes.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()))
+        }
+        None => {
+            // TCP_NODELAY, as on the TLS path: see `tls_incoming`.
+            let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+            Box::pin(routes.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()))
+        }
+    };
     tokio::pin!(server);
     tokio::pin!(shutdown);
     let served = tokio::select! {
@@ -122,6 +164,82 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     reaper.await.ok();
     admin.await.ok();
     served.map_err(grpc_error)
+}
+
+/// The enabled methods, for the start-up line.
+fn methods(config: &Config) -> String {
+    let auth = &config.auth;
+    let named = [(auth.spiffe.is_some(), "spiffe"), (auth.jwt.is_some(), "jwt"), (auth.none, "none")];
+    named.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect::<Vec<_>>().join(",")
+}
+
+/// The server's TLS: its certificate from the files, and with the spiffe method the
+/// callers' SVIDs verified against the trust bundle.
+fn tls_acceptor(
+    tls: &GrpcTls,
+    spiffe: Option<Arc<SpiffeClientVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<TlsAcceptor, StartError> {
+    let unusable = |what: &str| StartError::Tls(what.to_owned());
+    let chain = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| unusable("ZITI_MGMT_TLS_CERT holds no readable certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
+        .map_err(|_| unusable("ZITI_MGMT_TLS_KEY holds no readable private key"))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| StartError::Tls(err.to_string()))?;
+    let builder = match spiffe {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut server_config = builder.with_single_cert(chain, key).map_err(|err| StartError::Tls(err.to_string()))?;
+    server_config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server_config)))
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepted connections after their TLS handshake. Handshakes run in tasks of their
+/// own, so a slow or refused client holds up nobody else.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    stop: CancellationToken,
+) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    let (ready, incoming) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(%err, "accepting a gRPC connection failed");
+                    continue;
+                }
+            };
+            // Answers are small and go at once; Nagle would hold them for the peer's ACK.
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
+            }
+            let acceptor = acceptor.clone();
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        ready.send(Ok(stream)).await.ok();
+                    }
+                    Ok(Err(err)) => tracing::info!(%peer, %err, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake not done within {HANDSHAKE_TIMEOUT:?}"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(incoming)
 }
 
 fn grpc_error(err: tonic::transport::Error) -> StartError {

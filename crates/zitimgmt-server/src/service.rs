@@ -4,13 +4,14 @@
 //!
 //! | failure | code |
 //! |---|---|
+//! | no credentials, or credentials that do not verify | `UNAUTHENTICATED` |
+//! | a principal the policy does not allow this | `PERMISSION_DENIED` |
 //! | unknown or unspecified service type, no id or name given | `INVALID_ARGUMENT` |
-//! | no such identity (resolve), no such live lease of this server (extend, release) | `NOT_FOUND` |
+//! | no such identity (resolve), no such live lease of this server held by the caller (extend, release) | `NOT_FOUND` |
 //! | controller unreachable, 5xx or 429, admin login refused | `UNAVAILABLE` |
 //! | the new identity vanished during its enrollment | `ABORTED` |
 //! | anything else the controller or this server did not expect | `INTERNAL` |
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,11 +23,13 @@ use zitimgmt_grpc::proto::{
     ResolveIdentityRequest, ResolveIdentityResponse, ServiceType,
 };
 
+use crate::auth::{Authenticator, Principal};
 use crate::ca_bundle::CaBundleError;
 use crate::controller::{Controller, ControllerError, Identity};
 use crate::enrollment::{Enroller, EnrollmentError, ServiceProfile};
-use crate::lease::{LeaseError, Leases};
+use crate::lease::{LeaseError, Leases, holder, is_managed};
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 
 #[derive(Debug, Clone)]
 pub struct ManagementService {
@@ -34,7 +37,8 @@ pub struct ManagementService {
     enroller: Arc<Enroller>,
     leases: Leases,
     metrics: Arc<Metrics>,
-    gateway_role_attributes: Vec<String>,
+    authenticator: Authenticator,
+    policy: Arc<Policy>,
 }
 
 impl ManagementService {
@@ -42,22 +46,32 @@ impl ManagementService {
         controller: Arc<Controller>,
         leases: Leases,
         metrics: Arc<Metrics>,
-        gateway_role_attributes: Vec<String>,
+        authenticator: Authenticator,
+        policy: Arc<Policy>,
     ) -> Self {
         let enroller = Arc::new(Enroller::new(controller.clone(), leases.ttl()));
-        Self { controller, enroller, leases, metrics, gateway_role_attributes }
+        Self { controller, enroller, leases, metrics, authenticator, policy }
     }
 
-    /// Runs one call, counting it by method and code and timing it.
-    async fn observed<T>(
+    /// Authenticates one call and runs it, counting it by method, code and principal
+    /// class and timing it.
+    async fn observed<M, T>(
         &self,
         method: &'static str,
-        call: impl Future<Output = Result<T, Status>>,
+        request: Request<M>,
+        call: impl AsyncFnOnce(Principal, M) -> Result<T, Status>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
-        let result = call.await;
+        let (class, result) = match self.authenticator.authenticate(&request).await {
+            Ok(principal) => (principal.class(), call(principal, request.into_inner()).await),
+            Err(err) if err.is_unavailable() => {
+                tracing::warn!(method, %err, "cannot authenticate the caller");
+                ("unauthenticated", Err(Status::unavailable("cannot check the bearer token now; try again later")))
+            }
+            Err(err) => ("unauthenticated", Err(Status::unauthenticated(err.to_string()))),
+        };
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.metrics.record_request(method, code, started.elapsed());
+        self.metrics.record_request(method, code, class, started.elapsed());
         if let Err(status) = &result {
             match code {
                 Code::Internal | Code::Unavailable | Code::Aborted => {
@@ -69,17 +83,29 @@ impl ManagementService {
         result.map(Response::new)
     }
 
-    fn profile(&self, service_type: i32) -> Result<ServiceProfile, Status> {
+    fn service_type(service_type: i32) -> Result<&'static str, Status> {
         match ServiceType::try_from(service_type) {
-            Ok(ServiceType::Gateway) => {
-                Ok(ServiceProfile { type_name: "gateway", role_attributes: self.gateway_role_attributes.clone() })
-            }
+            Ok(ServiceType::Gateway) => Ok("gateway"),
             Ok(ServiceType::Unspecified) => Err(Status::invalid_argument("service_type must be given")),
             Err(_) => Err(Status::invalid_argument(format!("unknown service_type {service_type}"))),
         }
     }
 
-    async fn resolve(&self, request: ResolveIdentityRequest) -> Result<ResolveIdentityResponse, Status> {
+    /// Refuses a principal that no rule of the policy names.
+    fn admitted(&self, principal: &Principal) -> Result<(), Status> {
+        if self.policy.admits(principal) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!("{principal} is not admitted by ziti-management's policy")))
+        }
+    }
+
+    async fn resolve(
+        &self,
+        principal: Principal,
+        request: ResolveIdentityRequest,
+    ) -> Result<ResolveIdentityResponse, Status> {
+        self.admitted(&principal)?;
         let found = match (request.ziti_identity_id.as_str(), request.ziti_identity_name.as_str()) {
             ("", "") => return Err(Status::invalid_argument("give ziti_identity_id or ziti_identity_name")),
             ("", name) => self.controller.identity_by_name(name).await,
@@ -94,10 +120,21 @@ impl ManagementService {
 
     async fn request_identity(
         &self,
+        principal: Principal,
         request: RequestServiceIdentityRequest,
     ) -> Result<RequestServiceIdentityResponse, Status> {
-        let profile = self.profile(request.service_type)?;
+        let service_type = Self::service_type(request.service_type)?;
+        let Some(grant) = self.policy.grant(&principal, service_type) else {
+            tracing::info!(target: AUDIT, event = "identity.refused", %principal, service_type, "not allowed by the policy");
+            return Err(Status::permission_denied(format!("{principal} may not request {service_type} identities")));
+        };
+        let profile = ServiceProfile {
+            type_name: service_type,
+            role_attributes: grant.role_attributes,
+            holder: principal.to_tag(),
+        };
         let issued = self.enroller.issue_detached(profile).await.map_err(|err| enrollment_status(&err))?;
+        tracing::info!(target: AUDIT, event = "identity.issued", %principal, identity = %issued.id, service_type, "identity issued");
         Ok(RequestServiceIdentityResponse {
             ziti_identity_id: issued.id.clone(),
             // Leaves zeroizing memory here: prost owns the bytes from now on.
@@ -106,16 +143,54 @@ impl ManagementService {
         })
     }
 
-    async fn extend(&self, request: ExtendIdentityLeaseRequest) -> Result<ExtendIdentityLeaseResponse, Status> {
-        let expires = self.leases.extend(&request.ziti_identity_id).await.map_err(|err| lease_status(&err))?;
+    async fn extend(
+        &self,
+        principal: Principal,
+        request: ExtendIdentityLeaseRequest,
+    ) -> Result<ExtendIdentityLeaseResponse, Status> {
+        self.admitted(&principal)?;
+        let id = request.ziti_identity_id;
+        let expires = self.leases.extend(&id, &principal.to_tag()).await.map_err(|err| {
+            audit_refusal("lease.extension_refused", &principal, &id, &err);
+            lease_status(&err)
+        })?;
         Ok(ExtendIdentityLeaseResponse { lease_expires_at: Some(expires.into()) })
     }
 
-    async fn release(&self, request: ReleaseServiceIdentityRequest) -> Result<ReleaseServiceIdentityResponse, Status> {
-        self.leases.release(&request.ziti_identity_id).await.map_err(|err| lease_status(&err))?;
-        tracing::info!(identity = %request.ziti_identity_id, "lease released; identity deleted");
+    async fn release(
+        &self,
+        principal: Principal,
+        request: ReleaseServiceIdentityRequest,
+    ) -> Result<ReleaseServiceIdentityResponse, Status> {
+        self.admitted(&principal)?;
+        let id = request.ziti_identity_id;
+        let service_type = self.leases.release(&id, &principal.to_tag()).await.map_err(|err| {
+            audit_refusal("lease.release_refused", &principal, &id, &err);
+            lease_status(&err)
+        })?;
+        tracing::info!(
+            target: AUDIT,
+            event = "lease.released",
+            %principal,
+            identity = %id,
+            service_type,
+            "lease released; identity deleted"
+        );
         Ok(ReleaseServiceIdentityResponse {})
     }
+}
+
+/// The `tracing` target of the audit log: one line per issuance, refusal and release,
+/// naming the principal, the identity and the service type; never key material.
+pub const AUDIT: &str = "audit";
+
+fn audit_refusal(event: &'static str, principal: &Principal, id: &str, err: &LeaseError) {
+    let (reason, service_type) = match err {
+        LeaseError::NotFound { .. } => ("no such lease", ""),
+        LeaseError::HeldByAnother { service_type, .. } => ("held by another principal", service_type.as_str()),
+        LeaseError::Controller(_) => return,
+    };
+    tracing::info!(target: AUDIT, event, %principal, identity = %id, service_type, reason, "refused");
 }
 
 #[tonic::async_trait]
@@ -124,32 +199,42 @@ impl ZitiManagementService for ManagementService {
         &self,
         request: Request<ResolveIdentityRequest>,
     ) -> Result<Response<ResolveIdentityResponse>, Status> {
-        self.observed("ResolveIdentity", self.resolve(request.into_inner())).await
+        self.observed("ResolveIdentity", request, async |principal, message| self.resolve(principal, message).await)
+            .await
     }
 
     async fn request_service_identity(
         &self,
         request: Request<RequestServiceIdentityRequest>,
     ) -> Result<Response<RequestServiceIdentityResponse>, Status> {
-        self.observed("RequestServiceIdentity", self.request_identity(request.into_inner())).await
+        self.observed("RequestServiceIdentity", request, async |principal, message| {
+            self.request_identity(principal, message).await
+        })
+        .await
     }
 
     async fn extend_identity_lease(
         &self,
         request: Request<ExtendIdentityLeaseRequest>,
     ) -> Result<Response<ExtendIdentityLeaseResponse>, Status> {
-        self.observed("ExtendIdentityLease", self.extend(request.into_inner())).await
+        self.observed("ExtendIdentityLease", request, async |principal, message| self.extend(principal, message).await)
+            .await
     }
 
     async fn release_service_identity(
         &self,
         request: Request<ReleaseServiceIdentityRequest>,
     ) -> Result<Response<ReleaseServiceIdentityResponse>, Status> {
-        self.observed("ReleaseServiceIdentity", self.release(request.into_inner())).await
+        self.observed("ReleaseServiceIdentity", request, async |principal, message| {
+            self.release(principal, message).await
+        })
+        .await
     }
 }
 
 fn resolved(identity: Identity) -> ResolveIdentityResponse {
+    let tags = identity.tags();
+    let issued_to = if is_managed(&tags) { holder(&tags).to_owned() } else { String::new() };
     let external_id = identity.external_id.unwrap_or_default();
     let principal = if external_id.is_empty() { identity.name.clone() } else { external_id.clone() };
     ResolveIdentityResponse {
@@ -158,6 +243,7 @@ fn resolved(identity: Identity) -> ResolveIdentityResponse {
         principal,
         role_attributes: identity.role_attributes.unwrap_or_default(),
         external_id,
+        issued_to,
     }
 }
 
@@ -175,7 +261,7 @@ fn controller_status(err: &ControllerError) -> Status {
 
 fn lease_status(err: &LeaseError) -> Status {
     match err {
-        LeaseError::NotFound { .. } => Status::not_found(err.to_string()),
+        LeaseError::NotFound { .. } | LeaseError::HeldByAnother { .. } => Status::not_found(err.to_string()),
         LeaseError::Controller(err) => controller_status(err),
     }
 }

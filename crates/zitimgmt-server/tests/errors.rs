@@ -30,9 +30,9 @@ async fn an_unspecified_or_unknown_service_type_is_an_invalid_argument() {
     let (status, metrics) = http_get(management.admin, "/metrics").expect("metrics");
     assert_eq!(status, 200);
     for line in [
-        r#"zitimgmt_requests_total{method="RequestServiceIdentity",code="INVALID_ARGUMENT"} 2"#,
-        r#"zitimgmt_requests_total{method="RequestServiceIdentity",code="OK"} 1"#,
-        r#"zitimgmt_requests_total{method="ReleaseServiceIdentity",code="OK"} 1"#,
+        r#"zitimgmt_requests_total{method="RequestServiceIdentity",code="INVALID_ARGUMENT",principal="anonymous"} 2"#,
+        r#"zitimgmt_requests_total{method="RequestServiceIdentity",code="OK",principal="anonymous"} 1"#,
+        r#"zitimgmt_requests_total{method="ReleaseServiceIdentity",code="OK",principal="anonymous"} 1"#,
         r#"zitimgmt_request_duration_seconds_count{method="RequestServiceIdentity"} 3"#,
     ] {
         assert!(metrics.contains(line), "missing {line} in:\n{metrics}");

@@ -176,7 +176,7 @@ async fn a_lease_extended_after_the_reaper_listed_it_is_not_deleted() {
     let new = NewIdentity {
         name: &name,
         role_attributes: &[],
-        tags: new_lease_tags("gateway", now - Duration::from_secs(60)),
+        tags: new_lease_tags("gateway", "anonymous", now - Duration::from_secs(60)),
     };
     let id = controller.create_identity(&new).await.expect("an identity whose lease ran out a minute ago");
 
@@ -188,7 +188,10 @@ async fn a_lease_extended_after_the_reaper_listed_it_is_not_deleted() {
     let listed = reaper.expired(now - Duration::from_secs(1)).await.expect("list");
     assert!(listed.contains(&id), "the run-out lease was not listed");
     // The extension lands between the listing and the deletion.
-    controller.set_tags(&id, &new_lease_tags("gateway", now + Duration::from_secs(300))).await.expect("extend");
+    controller
+        .set_tags(&id, &new_lease_tags("gateway", "anonymous", now + Duration::from_secs(300)))
+        .await
+        .expect("extend");
 
     let reaped = reaper.reap(vec![id.clone()]).await;
     let survived = view.identity(&id).await.is_some();

@@ -7,6 +7,12 @@
 //!    latency percentiles.
 //!
 //! The summary goes to stderr and to `target/reports/ziti-management-load.txt`.
+//!
+//! 3. What attestation costs: the same enrollments, one caller at a time and then a
+//!    burst of 8 concurrent callers, through two ziti-managements side by side in one
+//!    run: callers without credentials (`none`) and callers presenting an X.509-SVID
+//!    over mTLS (`spiffe`, every call a new connection and handshake in the
+//!    "new connection per call" row). Written to `target/reports/ziti-management-attestation.txt`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a failed step should panic
 
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream;
 use support::controller::ControllerView;
-use support::{Client, Management, extend, release, request_gateway};
+use support::{Client, Management, attested_management, extend, mint, release, request_gateway};
 use tokio::sync::{Mutex, Semaphore, watch};
 use workspace_tests::network::{ZitiNetwork, workspace_root};
 
@@ -261,4 +267,150 @@ fn percentiles(samples: &[Duration]) -> String {
         ms(at(0.99)),
         ms(sorted[sorted.len() - 1])
     )
+}
+
+/// Enrollments in one configuration: one caller at a time, then a burst.
+struct Enrollments {
+    sequential: Vec<Duration>,
+    burst: Vec<Duration>,
+    burst_wall: Duration,
+    errors: usize,
+}
+
+async fn enrollments(connect: impl AsyncFn() -> Client, fresh_connection_each_call: bool) -> Enrollments {
+    let shared = connect().await;
+    let mut ids = Vec::new();
+    let mut errors = 0;
+    let mut sequential = Vec::new();
+    for _ in 0..SEQUENTIAL {
+        let t = Instant::now();
+        let mut client = if fresh_connection_each_call { connect().await } else { shared.clone() };
+        match request_gateway(&mut client).await {
+            Ok(issued) => {
+                sequential.push(t.elapsed());
+                ids.push(issued.ziti_identity_id);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let started = Instant::now();
+    let connect = &connect;
+    let results: Vec<(Duration, Result<String, tonic::Status>)> = stream::iter(0..BURST)
+        .map(|_| {
+            let shared = shared.clone();
+            async move {
+                let t = Instant::now();
+                let mut client = if fresh_connection_each_call { connect().await } else { shared };
+                let result = request_gateway(&mut client).await.map(|issued| issued.ziti_identity_id);
+                (t.elapsed(), result)
+            }
+        })
+        .buffer_unordered(CALLERS)
+        .collect()
+        .await;
+    let burst_wall = started.elapsed();
+    let mut burst = Vec::new();
+    for (took, result) in results {
+        match result {
+            Ok(id) => {
+                burst.push(took);
+                ids.push(id);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    errors += release_all(&shared, &ids).await;
+    Enrollments { sequential, burst, burst_wall, errors }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_attestation_costs_enrollments_with_and_without_mtls_side_by_side() {
+    let network = ZitiNetwork::from_env();
+    let svid = mint(&network, "load/gateway");
+    let policy = format!(
+        "[[allow]]\nspiffe_id = \"{}\"\nservice_types = [\"gateway\"]\nrole_attributes = [\"load-test\"]\n",
+        svid.spiffe_id
+    );
+    let plain = Management::start(&network, "5m", "30s");
+    let (attested, _policy) = attested_management(&network, &policy);
+    let connect_plain = async || plain.client().await;
+    let connect_attested =
+        async || attested.connect_as(Some((&svid.chain_pem, &svid.key_pem))).await.expect("mTLS with the SVID");
+
+    // Alternated, so that a slower controller moment does not land on one side only.
+    let none_first = enrollments(connect_plain, false).await;
+    let spiffe_first = enrollments(connect_attested, false).await;
+    let none_second = enrollments(connect_plain, false).await;
+    let spiffe_second = enrollments(connect_attested, false).await;
+    let spiffe_handshakes = enrollments(connect_attested, true).await;
+
+    let join = |a: Enrollments, b: Enrollments| Enrollments {
+        sequential: [a.sequential, b.sequential].concat(),
+        burst: [a.burst, b.burst].concat(),
+        burst_wall: a.burst_wall + b.burst_wall,
+        errors: a.errors + b.errors,
+    };
+    let none = join(none_first, none_second);
+    let spiffe = join(spiffe_first, spiffe_second);
+    let rate = |e: &Enrollments| e.burst.len() as f64 / e.burst_wall.as_secs_f64();
+    let p99 = |samples: &[Duration]| {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        sorted
+            .get(((0.99 * sorted.len() as f64).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let mut report = String::new();
+    let w = &mut report;
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    writeln!(w, "what attestation costs ({profile} build; real controller, two ziti-managements side by side)")
+        .unwrap();
+    writeln!(
+        w,
+        "| callers | one at a time (n={}) | burst of {BURST} x2, {CALLERS} concurrent | identities/s | burst p99 |",
+        2 * SEQUENTIAL
+    )
+    .unwrap();
+    writeln!(w, "|---|---|---|---|---|").unwrap();
+    for (name, e) in [("none (TLS, no client certificate)", &none), ("spiffe (mTLS, X.509-SVID)", &spiffe)] {
+        writeln!(
+            w,
+            "| {name} | {} | {} | {:.1} | {:.1} ms |",
+            percentiles(&e.sequential),
+            percentiles(&e.burst),
+            rate(e),
+            p99(&e.burst)
+        )
+        .unwrap();
+    }
+    writeln!(
+        w,
+        "| spiffe, a new connection and handshake per call | {} | {} | {:.1} | {:.1} ms |",
+        percentiles(&spiffe_handshakes.sequential),
+        percentiles(&spiffe_handshakes.burst),
+        rate(&spiffe_handshakes),
+        p99(&spiffe_handshakes.burst)
+    )
+    .unwrap();
+    writeln!(
+        w,
+        "spiffe / none: identities/s {:.2}x, burst p99 {:.2}x; errors: none {}, spiffe {}, spiffe per-call handshakes {}",
+        rate(&spiffe) / rate(&none),
+        p99(&spiffe.burst) / p99(&none.burst),
+        none.errors,
+        spiffe.errors,
+        spiffe_handshakes.errors
+    )
+    .unwrap();
+    eprintln!("{report}");
+    let dir = workspace_root().join("target/reports");
+    std::fs::create_dir_all(&dir).expect("reports dir");
+    std::fs::write(dir.join("ziti-management-attestation.txt"), &report).expect("write report");
+
+    assert_eq!(none.errors + spiffe.errors + spiffe_handshakes.errors, 0, "every enrollment succeeds:\n{report}");
+    assert_eq!(spiffe.burst.len(), 2 * BURST, "{report}");
+    let logs = attested.logs();
+    let issued_to_svid =
+        logs.lines().filter(|line| line.contains("identity.issued") && line.contains(&svid.spiffe_id)).count();
+    assert_eq!(issued_to_svid, 3 * (SEQUENTIAL + BURST), "every attested enrollment is audited with its principal");
 }

@@ -1,6 +1,7 @@
-//! Plain-text gRPC only where nothing else can listen: on a non-loopback address
-//! without TLS the server refuses to start unless `ZITI_MGMT_INSECURE=true`, and then
-//! it says loudly what that means. Needs no controller.
+//! Plain-text gRPC, and callers without credentials (the `none` method, the
+//! default), only where nothing else can listen: on a non-loopback address the server
+//! refuses to start unless `ZITI_MGMT_INSECURE=true` / `ZITI_MGMT_ALLOW_UNAUTHENTICATED=true`,
+//! and then it says loudly what that means. Needs no controller.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a failed step should panic
 
@@ -15,6 +16,10 @@ use support::{BINARY, free_addr};
 /// without it), serving gRPC on `grpc`. Each case here must end by itself within
 /// seconds; one still running is killed, so that it never serves for long.
 fn run(grpc: &str, insecure: Option<&str>) -> Output {
+    run_with(grpc, insecure, Some("true"))
+}
+
+fn run_with(grpc: &str, insecure: Option<&str>, allow_unauthenticated: Option<&str>) -> Output {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
@@ -24,6 +29,9 @@ fn run(grpc: &str, insecure: Option<&str>) -> Output {
         .env("ZITI_MGMT_ADMIN_ADDR", free_addr().to_string());
     if let Some(insecure) = insecure {
         command.env("ZITI_MGMT_INSECURE", insecure);
+    }
+    if let Some(allow) = allow_unauthenticated {
+        command.env("ZITI_MGMT_ALLOW_UNAUTHENTICATED", allow);
     }
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run ziti-management");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -56,5 +64,17 @@ fn plaintext_on_a_non_loopback_address_with_the_opt_in_starts_with_a_warning() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "accepted, then the bind fails: {stderr}");
     assert!(stderr.contains("WARN") && stderr.contains("INSECURE: ZITI_MGMT_INSECURE=true"), "no warning: {stderr}");
+    assert!(stderr.contains("INSECURE: ZITI_MGMT_ALLOW_UNAUTHENTICATED=true"), "no warning: {stderr}");
     assert!(stderr.contains("cannot listen on 192.0.2.1:50051 (gRPC)"), "stderr: {stderr}");
+}
+
+#[test]
+fn callers_without_credentials_on_a_non_loopback_address_exit_2_without_the_override() {
+    let output = run_with("192.0.2.1:50051", Some("true"), None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    for named in ["ZITI_MGMT_AUTH_METHODS includes none", "192.0.2.1:50051", "ZITI_MGMT_ALLOW_UNAUTHENTICATED=true"] {
+        assert!(stderr.contains(named), "{named} not named: {stderr}");
+    }
+    assert!(!stderr.contains("serving"), "it must not start: {stderr}");
 }

@@ -66,6 +66,9 @@ pub fn measure(bench: &Bench, env: &str, client_identity: &Path, host_identity: 
     let binary = crate::target_dir(&bench.root).join("release/gateway");
     let grpc = super::env_value(env, "ZITI_MANAGEMENT_GRPC_TARGET").context("no ZITI_MANAGEMENT_GRPC_TARGET")?;
     let grpc_ca = super::env_value(env, "ZITI_MANAGEMENT_TLS_CA").context("no ZITI_MANAGEMENT_TLS_CA")?;
+    // ziti-management admits the gateway by its X.509-SVID.
+    let workload_api = super::env_value(env, "SPIFFE_ENDPOINT_SOCKET").context("no SPIFFE_ENDPOINT_SOCKET")?;
+    let spiffe_id = crate::ziti_net::spiffe::gateway_spiffe_id();
     let identity_dir = bench.dir.join("gateway-identity");
     std::fs::create_dir_all(&identity_dir)?;
 
@@ -79,6 +82,8 @@ pub fn measure(bench: &Bench, env: &str, client_identity: &Path, host_identity: 
             ("ZITI_ENABLED", "true"),
             ("ZITI_MANAGEMENT_GRPC_TARGET", &grpc),
             ("ZITI_MANAGEMENT_TLS_CA", &grpc_ca),
+            ("SPIFFE_ENDPOINT_SOCKET", &workload_api),
+            ("ZITI_SPIFFE_ID", &spiffe_id),
             ("ZITI_SERVICE_NAME", GATEWAY_SERVICE),
             ("GATEWAY_IDENTITY_DIR", &identity_dir.to_string_lossy()),
             ("GATEWAY_ADMIN_ADDR", &overlay_admin),

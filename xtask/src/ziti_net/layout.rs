@@ -56,6 +56,10 @@ impl Layout {
     pub fn management_key(&self) -> PathBuf {
         self.home.join("management-server.key")
     }
+    /// ziti-management's caller policy (who may ask for which identities).
+    pub fn management_policy(&self) -> PathBuf {
+        self.home.join("management-policy.toml")
+    }
     /// SPIRE's server and agent: configs, root CA, data, sockets, logs.
     pub fn spire_dir(&self) -> PathBuf {
         self.home.join("spire")

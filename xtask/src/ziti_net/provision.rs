@@ -102,6 +102,14 @@ pub fn service_and_policies(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// Where ziti-management reaches the controller, and where it listens.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagementPorts {
+    pub controller: u16,
+    pub grpc: u16,
+    pub admin: u16,
+}
+
 /// One enrolled identity allowed to dial the service.
 pub fn client_identity(cli: &Cli, layout: &Layout) -> Result<()> {
     crate::step(&format!("enrolling the client identity {CLIENT_NAME} (#{CLIENTS_ROLE})"));
@@ -113,14 +121,27 @@ pub fn client_identity(cli: &Cli, layout: &Layout) -> Result<()> {
 }
 
 /// The reference ziti-management against this controller, with its default lease TTL,
-/// serving gRPC over TLS with the certificate of `tls::make_management_pki`.
+/// serving gRPC over TLS with the certificate of `tls::make_management_pki`, and
+/// authenticating its callers by X.509-SVID (the `spiffe` method, the trust bundle
+/// from SPIRE's Workload API): the policy issues gateway identities to the gateway's
+/// SPIFFE ID only; the trust domain's other workloads may resolve callers.
 pub fn start_management(
     binary: &Path,
     layout: &Layout,
-    ctrl_port: u16,
-    grpc_port: u16,
-    admin_port: u16,
+    ports: ManagementPorts,
+    workload_endpoint: &str,
 ) -> Result<u32> {
+    let ManagementPorts { controller: ctrl_port, grpc: grpc_port, admin: admin_port } = ports;
+    let trust_domain = super::spiffe::TRUST_DOMAIN;
+    let policy = format!(
+        "# Written by `cargo xtask ziti-up`.\n\
+         # Only the gateway's SPIFFE ID may ask for gateway identities.\n\
+         [[allow]]\nspiffe_id = \"{}\"\nservice_types = [\"gateway\"]\nrole_attributes = [\"{HOSTS_ROLE}\"]\n\n\
+         # Other workloads of the trust domain may resolve callers, and are issued nothing.\n\
+         [[allow]]\nspiffe_id = \"spiffe://{trust_domain}/*\"\nservice_types = []\n",
+        super::spiffe::gateway_spiffe_id()
+    );
+    std::fs::write(layout.management_policy(), policy)?;
     crate::step(&format!("starting ziti-management: gRPC 127.0.0.1:{grpc_port}, admin 127.0.0.1:{admin_port}"));
     let mut command = Command::new(binary);
     // Only what this network says, not a ZITI_MGMT_* the caller's shell happens to hold.
@@ -135,7 +156,10 @@ pub fn start_management(
         .env("ZITI_MGMT_CONTROLLER_CA", layout.root_ca())
         .env("ZITI_MGMT_ADMIN_USER", ADMIN_USER)
         .env("ZITI_MGMT_ADMIN_PASSWORD_FILE", layout.admin_password_file())
-        .env("ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES", HOSTS_ROLE)
+        .env("ZITI_MGMT_AUTH_METHODS", "spiffe")
+        .env("ZITI_MGMT_SPIFFE_TRUST_DOMAIN", super::spiffe::TRUST_DOMAIN)
+        .env("ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET", workload_endpoint)
+        .env("ZITI_MGMT_POLICY_FILE", layout.management_policy())
         .env("ZITI_MGMT_TLS_CERT", layout.management_cert())
         .env("ZITI_MGMT_TLS_KEY", layout.management_key())
         .env("ZITI_MGMT_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))

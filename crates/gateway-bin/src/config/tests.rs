@@ -358,3 +358,36 @@ fn management_tls_is_collected() {
 fn rcgen_ca_pem() -> String {
     rcgen::generate_simple_self_signed(vec!["ctrl".to_owned()]).expect("cert").cert.pem()
 }
+
+#[test]
+fn the_workload_api_makes_the_svid_the_client_certificate_towards_ziti_management() {
+    let on = [("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_TLS_CA", "/ca.pem")];
+    let socket = ("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock");
+    let config = load(&[on[0], on[1], socket, ("ZITI_SPIFFE_ID", "spiffe://td.test/gateway")], &[]).expect("valid");
+    let credentials = config.overlay.expect("overlay").management_credentials;
+    assert_eq!(credentials.svid_endpoint.as_deref(), Some("unix:///run/spire/agent.sock"));
+    assert_eq!(credentials.spiffe_id.as_deref(), Some("spiffe://td.test/gateway"));
+
+    let fixed = [("ZITI_MANAGEMENT_TLS_CERT", "/c.pem"), ("ZITI_MANAGEMENT_TLS_KEY", "/k.pem")];
+    let config = load(&[on[0], on[1], socket, fixed[0], fixed[1]], &[]).expect("valid");
+    let credentials = config.overlay.expect("overlay").management_credentials;
+    assert_eq!(credentials.svid_endpoint, None, "a fixed client certificate wins");
+}
+
+#[test]
+fn a_token_file_must_hold_a_token_and_is_named_when_it_does_not() {
+    let on = [("ZITI_ENABLED", "true"), ("ZITI_MANAGEMENT_TLS_CA", "/ca.pem")];
+    let config =
+        load(&[on[0], on[1], ("ZITI_MANAGEMENT_TOKEN_FILE", "token")], &[("token", "eyJ.token\n")]).expect("valid");
+    let credentials = config.overlay.expect("overlay").management_credentials;
+    assert_eq!(credentials.token_file.as_deref(), Some(std::path::Path::new("token")));
+
+    let err = load(&[on[0], on[1], ("ZITI_MANAGEMENT_TOKEN_FILE", "empty")], &[("empty", "\n")]).expect_err("empty");
+    assert!(
+        err.to_string().contains("ZITI_MANAGEMENT_TOKEN_FILE=\"empty\"") && err.to_string().contains("empty"),
+        "{err}"
+    );
+    let err = load(&[on[0], on[1], ("ZITI_MANAGEMENT_TOKEN_FILE", "/nonexistent")], &[]).expect_err("missing");
+    assert!(err.to_string().contains("cannot read the token file"), "{err}");
+    assert!(!err.to_string().contains("eyJ"), "{err}");
+}

@@ -26,6 +26,7 @@ pub fn overlay_config(target: &str, renewal: Duration, identity_dir: &Path) -> C
             management_timeout: Duration::from_secs(2),
             management_tls: None,
             management_insecure: false,
+            management_credentials: gateway_bin::config::ManagementCredentials::default(),
             controller_pins: ziti_transport::ControllerPins::none(),
             renewal_interval: renewal,
             service_name: "gateway".to_owned(),

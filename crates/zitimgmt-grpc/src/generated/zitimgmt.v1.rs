@@ -20,6 +20,10 @@ pub struct ResolveIdentityResponse {
     pub role_attributes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, tag = "5")]
     pub external_id: ::prost::alloc::string::String,
+    /// Optional: for an identity this server leased, the authenticated caller it was
+    /// issued to (a SPIFFE ID, `jwt:<claim value>`, or `anonymous`); empty otherwise.
+    #[prost(string, tag = "6")]
+    pub issued_to: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RequestServiceIdentityRequest {

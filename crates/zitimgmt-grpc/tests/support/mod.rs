@@ -134,6 +134,10 @@ pub struct Call {
     pub received: Received,
     /// The `grpc-timeout` header: the deadline the client announced.
     pub grpc_timeout: Option<String>,
+    /// The `authorization` header.
+    pub authorization: Option<String>,
+    /// The client certificate (leaf, DER) of the connection the call came on.
+    pub client_certificate: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -144,9 +148,16 @@ struct Service {
 
 impl Service {
     fn record<T>(&self, request: &Request<T>, received: Received) {
-        let grpc_timeout =
-            request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok()).map(str::to_owned);
-        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(Call { received, grpc_timeout });
+        let header = |name| request.metadata().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let client_certificate =
+            request.peer_certs().and_then(|certificates| certificates.first().map(|leaf| leaf.to_vec()));
+        let call = Call {
+            received,
+            grpc_timeout: header("grpc-timeout"),
+            authorization: header("authorization"),
+            client_certificate,
+        };
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
     }
 }
 
@@ -213,6 +224,10 @@ impl TestServer {
     /// A TLS server on a fresh loopback port.
     pub async fn start_tls(script: Script, tls: ServerTlsConfig) -> Self {
         Self::start_with(loopback().await, script, Some(tls))
+    }
+
+    pub async fn start_tls_on(listener: TcpListener, script: Script, tls: ServerTlsConfig) -> Self {
+        Self::start_with(listener, script, Some(tls))
     }
 
     fn start_with(listener: TcpListener, script: Script, tls: Option<ServerTlsConfig>) -> Self {
@@ -303,6 +318,7 @@ pub async fn unused_port() -> u16 {
 /// client certificate, all PEM.
 pub struct TestPki {
     pub ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
     pub server_cert_pem: String,
     pub server_key_pem: String,
     pub client_cert_pem: String,
@@ -336,7 +352,18 @@ impl TestPki {
             server_key_pem: server_key.serialize_pem(),
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
+            issuer,
         }
+    }
+
+    /// Another client certificate from this CA, named `name`: (certificate PEM, key PEM).
+    pub fn client_identity(&self, name: &str) -> (String, String) {
+        let issuer = &self.issuer;
+        let key = KeyPair::generate().expect("client key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, issuer).expect("client certificate");
+        (cert.pem(), key.serialize_pem())
     }
 
     /// Server TLS with this PKI's server certificate; with `require_client_cert`, only

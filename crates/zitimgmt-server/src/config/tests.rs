@@ -118,7 +118,8 @@ fn plaintext_is_served_only_on_loopback_unless_opted_in(
     #[case] insecure: Option<&str>,
     #[case] accepted: bool,
 ) {
-    let mut env = vec![URL, PASSWORD];
+    // Callers without credentials are accepted here: this is about the transport.
+    let mut env = vec![URL, PASSWORD, ("ZITI_MGMT_ALLOW_UNAUTHENTICATED", "true")];
     env.extend(addr.map(|addr| ("ZITI_MGMT_GRPC_ADDR", addr)));
     env.extend(insecure.map(|insecure| ("ZITI_MGMT_INSECURE", insecure)));
     let outcome = load(&env, &[]);
@@ -145,9 +146,110 @@ fn tls_makes_any_address_acceptable() {
         ("ZITI_MGMT_GRPC_ADDR", "0.0.0.0:50051"),
         ("ZITI_MGMT_TLS_CERT", "cert.pem"),
         ("ZITI_MGMT_TLS_KEY", "key.pem"),
+        ("ZITI_MGMT_ALLOW_UNAUTHENTICATED", "true"),
     ];
     let files = [("cert.pem", pem.cert.pem()), ("key.pem", pem.signing_key.serialize_pem())];
     let files: Vec<(&str, &str)> = files.iter().map(|(name, text)| (*name, text.as_str())).collect();
     let config = load(&env, &files).expect("TLS on every interface is fine");
     assert!(!config.serves_plaintext_on_network());
+}
+
+/// A TLS certificate and key, and a JWKS and policy file, for the auth settings.
+fn auth_files() -> Vec<(&'static str, String)> {
+    let pem = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    vec![
+        ("cert.pem", pem.cert.pem()),
+        ("key.pem", pem.signing_key.serialize_pem()),
+        ("jwks.json", r#"{"keys":[]}"#.to_owned()),
+        (
+            "spiffe-policy.toml",
+            "[[allow]]\nspiffe_id = \"spiffe://td.test/gateway\"\nservice_types = [\"gateway\"]\nrole_attributes = [\"gw\"]\n"
+                .to_owned(),
+        ),
+        ("jwt-policy.toml", "[[allow]]\njwt_claim = \"ci\"\nservice_types = [\"gateway\"]\n".to_owned()),
+        ("bad-policy.toml", "[[allow]]\nspiffe_id = \"spiffe://td.test/gateway\"\n\nservice_types = [\"gatway\"]\n".to_owned()),
+    ]
+}
+
+const TLS: [(&str, &str); 2] = [("ZITI_MGMT_TLS_CERT", "cert.pem"), ("ZITI_MGMT_TLS_KEY", "key.pem")];
+const SPIFFE: [(&str, &str); 4] = [
+    ("ZITI_MGMT_AUTH_METHODS", "spiffe"),
+    ("ZITI_MGMT_SPIFFE_TRUST_DOMAIN", "td.test"),
+    ("ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock"),
+    ("ZITI_MGMT_POLICY_FILE", "spiffe-policy.toml"),
+];
+
+fn load_auth(env: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+    let files = auth_files();
+    let files: Vec<(&str, &str)> = files.iter().map(|(name, text)| (*name, text.as_str())).collect();
+    let mut all = vec![URL, PASSWORD];
+    all.extend_from_slice(env);
+    load(&all, &files)
+}
+
+#[test]
+fn by_default_callers_without_credentials_are_served_on_loopback_only() {
+    let config = load_auth(&[]).expect("the default: none, on loopback");
+    assert!(config.auth.none && config.auth.spiffe.is_none() && config.auth.jwt.is_none());
+    assert!(config.policy.grant(&crate::auth::Principal::Anonymous, "gateway").is_some());
+
+    let err = load_auth(&[("ZITI_MGMT_GRPC_ADDR", "0.0.0.0:50051"), TLS[0], TLS[1]]).expect_err("none on the network");
+    assert!(matches!(err, ConfigError::UnauthenticatedOnNetwork { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("ZITI_MGMT_ALLOW_UNAUTHENTICATED=true") && message.contains("0.0.0.0:50051"), "{message}");
+
+    let config = load_auth(&[
+        ("ZITI_MGMT_GRPC_ADDR", "0.0.0.0:50051"),
+        TLS[0],
+        TLS[1],
+        ("ZITI_MGMT_ALLOW_UNAUTHENTICATED", "true"),
+    ])
+    .expect("the explicit override");
+    assert!(config.serves_unauthenticated_on_network());
+}
+
+#[test]
+fn the_spiffe_method_needs_tls_a_trust_domain_a_bundle_and_a_policy() {
+    let config = load_auth(&[SPIFFE[0], SPIFFE[1], SPIFFE[2], SPIFFE[3], TLS[0], TLS[1]]).expect("complete");
+    let spiffe = config.auth.spiffe.expect("spiffe on");
+    assert_eq!(spiffe.trust_domain, "td.test");
+    assert!(!config.auth.none, "only the methods named");
+
+    let err = load_auth(&[SPIFFE[0], SPIFFE[1], SPIFFE[2], SPIFFE[3]]).expect_err("no TLS");
+    assert_eq!(err, ConfigError::SpiffeNeedsTls);
+    let err = load_auth(&[SPIFFE[0], SPIFFE[2], SPIFFE[3], TLS[0], TLS[1]]).expect_err("no trust domain");
+    assert_eq!(err.to_string(), "ZITI_MGMT_SPIFFE_TRUST_DOMAIN is required with ZITI_MGMT_AUTH_METHODS=spiffe");
+    let err = load_auth(&[SPIFFE[0], SPIFFE[1], SPIFFE[3], TLS[0], TLS[1]]).expect_err("no bundle");
+    assert!(err.to_string().contains("ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET or ZITI_MGMT_SPIFFE_BUNDLE_FILE"), "{err}");
+    let err = load_auth(&[SPIFFE[0], SPIFFE[1], SPIFFE[2], TLS[0], TLS[1]]).expect_err("no policy");
+    assert_eq!(err.to_string(), "ZITI_MGMT_POLICY_FILE is required with ZITI_MGMT_AUTH_METHODS=spiffe");
+}
+
+#[rstest]
+#[case::unknown_method(&[("ZITI_MGMT_AUTH_METHODS", "spiffe,mtls")], "ZITI_MGMT_AUTH_METHODS=\"spiffe,mtls\" is invalid: unknown method \"mtls\"")]
+#[case::twice(&[("ZITI_MGMT_AUTH_METHODS", "none,none")], "none is named twice")]
+#[case::setting_of_a_disabled_method(&[("ZITI_MGMT_JWT_ISSUER", "https://idp")], "ZITI_MGMT_JWT_ISSUER is set, but ZITI_MGMT_AUTH_METHODS does not include jwt")]
+#[case::jwt_without_jwks(&[("ZITI_MGMT_AUTH_METHODS", "jwt"), ("ZITI_MGMT_JWT_ISSUER", "https://idp"), ("ZITI_MGMT_JWT_AUDIENCE", "zm")], "ZITI_MGMT_JWT_JWKS_URL or ZITI_MGMT_JWT_JWKS_FILE is required")]
+#[case::jwks_over_http_to_another_host(&[("ZITI_MGMT_AUTH_METHODS", "jwt"), ("ZITI_MGMT_JWT_ISSUER", "https://idp"), ("ZITI_MGMT_JWT_AUDIENCE", "zm"), ("ZITI_MGMT_JWT_JWKS_URL", "http://idp.example/jwks")], "ZITI_MGMT_JWT_JWKS_URL=\"http://idp.example/jwks\" is invalid")]
+#[case::policy_naming_a_disabled_method(&[SPIFFE[0], SPIFFE[1], SPIFFE[2], TLS[0], TLS[1], ("ZITI_MGMT_POLICY_FILE", "jwt-policy.toml")], "the policy jwt-policy.toml has jwt rules, but ZITI_MGMT_AUTH_METHODS does not include jwt")]
+#[case::role_attributes_beside_a_policy(&[SPIFFE[0], SPIFFE[1], SPIFFE[2], SPIFFE[3], TLS[0], TLS[1], ("ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES", "x")], "ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES cannot be used with ZITI_MGMT_POLICY_FILE")]
+#[case::policy_error_names_its_line(&[SPIFFE[0], SPIFFE[1], SPIFFE[2], TLS[0], TLS[1], ("ZITI_MGMT_POLICY_FILE", "bad-policy.toml")], "line 4")]
+fn bad_auth_settings_are_named(#[case] env: &[(&'static str, &'static str)], #[case] named: &str) {
+    let err = load_auth(env).expect_err("invalid");
+    assert!(err.to_string().contains(named), "{named:?} not in: {err}");
+}
+
+#[test]
+fn the_jwt_method_takes_a_jwks_file_and_defaults_the_claim_to_sub() {
+    let env = [
+        ("ZITI_MGMT_AUTH_METHODS", "jwt"),
+        ("ZITI_MGMT_JWT_ISSUER", "https://idp.example"),
+        ("ZITI_MGMT_JWT_AUDIENCE", "ziti-management"),
+        ("ZITI_MGMT_JWT_JWKS_FILE", "jwks.json"),
+        ("ZITI_MGMT_POLICY_FILE", "jwt-policy.toml"),
+    ];
+    let config = load_auth(&env).expect("complete");
+    let jwt = config.auth.jwt.expect("jwt on");
+    assert_eq!(jwt.principal_claim, DEFAULT_PRINCIPAL_CLAIM);
+    assert_eq!((jwt.issuer.as_str(), jwt.audience.as_str()), ("https://idp.example", "ziti-management"));
 }

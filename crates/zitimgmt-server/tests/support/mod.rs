@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use workspace_tests::network::ZitiNetwork;
+use ziti_net_kit::spire::X509Svid;
 use zitimgmt_grpc::proto::ziti_management_service_client::ZitiManagementServiceClient;
 use zitimgmt_grpc::proto::{
     ExtendIdentityLeaseRequest, ReleaseServiceIdentityRequest, RequestServiceIdentityRequest,
@@ -167,6 +168,19 @@ impl Management {
         }
     }
 
+    /// One connection over TLS, trusting the CA made for this server and presenting
+    /// `identity` (certificate chain PEM, key PEM) as the client certificate, if given.
+    pub async fn connect_as(&self, identity: Option<(&str, &str)>) -> Result<Client, tonic::transport::Error> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let ca = self.ca_pem.as_deref().expect("a server with TLS of its own: build the client in the test");
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((chain, key)) = identity {
+            tls = tls.identity(Identity::from_pem(chain, key));
+        }
+        let endpoint = Endpoint::from_shared(format!("https://{}", self.grpc)).expect("uri").tls_config(tls)?;
+        Ok(ZitiManagementServiceClient::new(endpoint.connect().await?))
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -234,4 +248,37 @@ pub async fn release(client: &mut Client, id: &str) -> Result<(), tonic::Status>
 pub fn seconds_until(at: &prost_types::Timestamp) -> f64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
     at.seconds as f64 + f64::from(at.nanos) / 1e9 - now
+}
+
+/// How long the SVIDs minted for tests live.
+pub const SVID_TTL: Duration = Duration::from_secs(600);
+
+/// A ziti-management of the test's own with `policy` and the settings `auth`.
+pub fn management_with(network: &ZitiNetwork, policy: &str, auth: &[(&str, &str)]) -> (Management, tempfile::TempDir) {
+    let dir = private_dir();
+    let policy = write_private(dir.path(), "policy.toml", policy.as_bytes()).display().to_string();
+    let (grpc, admin) = (free_addr(), free_addr());
+    let mut env = base_env(network, grpc, admin);
+    for (name, value) in auth.iter().copied().chain([("ZITI_MGMT_POLICY_FILE", policy.as_str())]) {
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    let management = Management::spawn(&env, grpc, admin);
+    management.wait_ready(Duration::from_secs(30));
+    (management, dir)
+}
+
+/// One with the `spiffe` method, the trust bundle from the network's Workload API.
+pub fn attested_management(network: &ZitiNetwork, policy: &str) -> (Management, tempfile::TempDir) {
+    let auth = [
+        ("ZITI_MGMT_AUTH_METHODS", "spiffe"),
+        ("ZITI_MGMT_SPIFFE_TRUST_DOMAIN", network.spiffe_trust_domain.as_str()),
+        ("ZITI_MGMT_SPIFFE_ENDPOINT_SOCKET", network.spiffe_endpoint_socket.as_str()),
+    ];
+    management_with(network, policy, &auth)
+}
+
+/// An X.509-SVID for `spiffe://<trust domain>/<path>`, minted by the network's SPIRE server.
+pub fn mint(network: &ZitiNetwork, path: &str) -> X509Svid {
+    let spiffe_id = network.spiffe_id(path);
+    network.spire_server().mint_x509(&spiffe_id, SVID_TTL).unwrap_or_else(|err| panic!("minting {spiffe_id}: {err}"))
 }
