@@ -12,9 +12,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 use zitimgmt_grpc::proto::ziti_management_service_server::{ZitiManagementService, ZitiManagementServiceServer};
 use zitimgmt_grpc::proto::{
-    ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse, ReleaseServiceIdentityRequest,
-    ReleaseServiceIdentityResponse, RequestServiceIdentityRequest, RequestServiceIdentityResponse,
-    ResolveIdentityRequest, ResolveIdentityResponse, ServiceType,
+    ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse, ProvisionIdentityRequest, ProvisionIdentityResponse,
+    ReleaseServiceIdentityRequest, ReleaseServiceIdentityResponse, RequestServiceIdentityRequest,
+    RequestServiceIdentityResponse, ResolveIdentityRequest, ResolveIdentityResponse, ServiceType,
 };
 
 /// A real OpenZiti identity JSON for `lease` (its own key and a certificate signed by
@@ -199,6 +199,13 @@ impl ZitiManagementService for Service {
         } else {
             Err(Status::not_found(format!("no lease {id}")))
         }
+    }
+
+    async fn provision_identity(
+        &self,
+        _request: Request<ProvisionIdentityRequest>,
+    ) -> Result<Response<ProvisionIdentityResponse>, Status> {
+        Err(Status::unimplemented("this fake does not provision identities"))
     }
 }
 

@@ -12,6 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ziti_net_kit::EdgeRouter;
+use ziti_net_kit::ext_jwt::IDP_AUTH_POLICY;
+use ziti_net_kit::hydra::{self, HydraAdmin, HydraError};
 use ziti_net_kit::spire::{
     Spire, SpireBinaries, SpireError, SpireServer, SpireSettings, WorkloadApi, X509Svid, current_uid,
 };
@@ -21,7 +23,7 @@ use ziti_net_kit::third_party_ca;
 pub const ENV_FILE: &str = "target/ziti-net/env";
 
 /// The variables of the env file, each read once here.
-const VARIABLES: [&str; 22] = [
+const VARIABLES: [&str; 28] = [
     "ZITI_BIN",
     "ZITI_VERSION",
     "ZITI_CTRL_URL",
@@ -44,6 +46,12 @@ const VARIABLES: [&str; 22] = [
     "SPIFFE_TRUST_DOMAIN",
     "SPIRE_SERVER_SOCKET",
     "SPIRE_BIN_DIR",
+    "ZITI_OIDC_ISSUER",
+    "ZITI_OIDC_CLIENT_ID",
+    "ZITI_OIDC_CLIENT_SECRET_FILE",
+    "ZITI_OIDC_AUDIENCE",
+    "HYDRA_ADMIN_URL",
+    "HYDRA_BIN",
 ];
 
 /// A running controller, edge router and ziti-management on loopback.
@@ -91,6 +99,19 @@ pub struct ZitiNetwork {
     pub spire_server_socket: PathBuf,
     /// The directory holding `spire-server` and `spire-agent`.
     pub spire_bin_dir: PathBuf,
+    /// The network's Hydra's issuer, `http://127.0.0.1:PORT` (the gateway's `ZITI_OIDC_ISSUER`).
+    pub oidc_issuer: String,
+    /// The gateway's Hydra client, `gateway-idp`: also the external id of the identity
+    /// `gateway-idp` (`#gateway-hosts`, auth policy `idp-jwt`).
+    pub oidc_client_id: String,
+    /// The file (0600) holding that client's secret.
+    pub oidc_client_secret_file: PathBuf,
+    /// The `aud` the controller demands of IdP tokens, `openziti`.
+    pub oidc_audience: String,
+    /// Hydra's admin API, `http://127.0.0.1:PORT`.
+    pub hydra_admin_url: String,
+    /// The `hydra` executable.
+    pub hydra_bin: PathBuf,
 }
 
 impl ZitiNetwork {
@@ -146,6 +167,12 @@ impl ZitiNetwork {
             spiffe_trust_domain: take("SPIFFE_TRUST_DOMAIN"),
             spire_server_socket: take("SPIRE_SERVER_SOCKET").into(),
             spire_bin_dir: take("SPIRE_BIN_DIR").into(),
+            oidc_issuer: take("ZITI_OIDC_ISSUER"),
+            oidc_client_id: take("ZITI_OIDC_CLIENT_ID"),
+            oidc_client_secret_file: take("ZITI_OIDC_CLIENT_SECRET_FILE").into(),
+            oidc_audience: take("ZITI_OIDC_AUDIENCE"),
+            hydra_admin_url: take("HYDRA_ADMIN_URL"),
+            hydra_bin: take("HYDRA_BIN").into(),
         })
     }
 
@@ -273,6 +300,176 @@ impl ZitiNetwork {
         let spire = Spire::start(&settings, &mut |_| {})
             .unwrap_or_else(|err| panic!("starting a throwaway SPIRE for {trust_domain}: {err}"));
         ThrowawaySpire { spire: Some(spire), dir }
+    }
+}
+
+impl ZitiNetwork {
+    /// The gateway's settings for logging in with its Hydra client's token
+    /// (`ZITI_IDENTITY_SOURCE=jwt`): the IdP, the client, and the controller.
+    pub fn oidc_env(&self) -> [(&'static str, String); 6] {
+        [
+            ("ZITI_OIDC_ISSUER", self.oidc_issuer.clone()),
+            ("ZITI_OIDC_CLIENT_ID", self.oidc_client_id.clone()),
+            ("ZITI_OIDC_CLIENT_SECRET_FILE", self.oidc_client_secret_file.to_string_lossy().into_owned()),
+            ("ZITI_OIDC_AUDIENCE", self.oidc_audience.clone()),
+            ("ZITI_CONTROLLER_URL", self.controller_url.clone()),
+            ("ZITI_CONTROLLER_CA", self.controller_ca_bundle.to_string_lossy().into_owned()),
+        ]
+    }
+
+    /// The network's Hydra: its admin API (clients) and token endpoint.
+    pub fn hydra(&self) -> HydraAdmin {
+        HydraAdmin::new(&self.hydra_admin_url, &self.oidc_issuer)
+    }
+
+    /// A Hydra access token (a JWT) for the client `client_id`, for the audience the
+    /// controller demands, with `scopes` (each must be one the client may ask for).
+    ///
+    /// # Panics
+    /// When Hydra refuses it.
+    pub fn idp_token(&self, client_id: &str, secret: &str, scopes: &[&str]) -> String {
+        self.hydra()
+            .token(client_id, secret, &self.oidc_audience, scopes)
+            .unwrap_or_else(|err| panic!("a Hydra token for {client_id}: {err}"))
+    }
+
+    /// A new Hydra client `client_id` with a random secret, allowed the controller's
+    /// audience and `scopes`; deleted from Hydra when dropped. A client that a killed
+    /// test left under that id is replaced.
+    ///
+    /// # Panics
+    /// When Hydra refuses it.
+    pub fn idp_client(&self, client_id: &str, scopes: &[&str]) -> IdpClient {
+        self.idp_client_for(client_id, &[&self.oidc_audience], scopes)
+    }
+
+    /// As [`ZitiNetwork::idp_client`], allowed to ask for tokens for `audiences`.
+    ///
+    /// # Panics
+    /// When Hydra refuses it.
+    pub fn idp_client_for(&self, client_id: &str, audiences: &[&str], scopes: &[&str]) -> IdpClient {
+        let hydra = self.hydra();
+        let secret = hydra::random_secret().unwrap_or_else(|err| panic!("a client secret: {err}"));
+        let create = || hydra.create_client(client_id, &secret, audiences, scopes);
+        let created = match create() {
+            Err(HydraError::ClientExists { .. }) => {
+                let _ = hydra.delete_client(client_id);
+                create()
+            }
+            other => other,
+        };
+        created.unwrap_or_else(|err| panic!("creating the Hydra client {client_id}: {err}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("a directory for the client secret: {err}"));
+        let secret_file = dir.path().join(format!("{client_id}.secret"));
+        hydra::write_secret_file(&secret_file, &secret).unwrap_or_else(|err| panic!("the client secret file: {err}"));
+        IdpClient {
+            hydra,
+            client_id: client_id.to_owned(),
+            secret,
+            scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
+            audience: self.oidc_audience.clone(),
+            secret_file,
+            _dir: dir,
+        }
+    }
+
+    /// An OpenZiti identity `name` that logs in only with a Hydra token whose `sub` is
+    /// `external_id` (a Hydra client id; no enrollment, the auth policy `idp-jwt`), with
+    /// `role_attributes`; deleted from the controller when dropped. An existing one of
+    /// that name is updated.
+    ///
+    /// # Panics
+    /// When the controller refuses it.
+    pub fn idp_identity(&self, name: &str, external_id: &str, role_attributes: &[&str]) -> IdpIdentity {
+        // The CLI takes the policy by name as well as by id.
+        let id =
+            third_party_ca::external_id_identity(|| self.ziti(), name, external_id, IDP_AUTH_POLICY, role_attributes)
+                .unwrap_or_else(|err| panic!("the identity {name}: {err}"));
+        IdpIdentity { network: self.clone(), name: name.to_owned(), id }
+    }
+}
+
+/// A Hydra client of a test, see [`ZitiNetwork::idp_client`]; deleted from Hydra when
+/// dropped. `Debug` leaves the secret out.
+pub struct IdpClient {
+    hydra: HydraAdmin,
+    client_id: String,
+    secret: String,
+    scopes: Vec<String>,
+    audience: String,
+    secret_file: PathBuf,
+    /// Holds the secret file; removed when dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for IdpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdpClient")
+            .field("client_id", &self.client_id)
+            .field("secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("secret_file", &self.secret_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdpClient {
+    /// Its client id: the `sub` of its tokens.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Its secret.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// A file (mode 0600, in a directory of its own) holding its secret, e.g. for the
+    /// gateway's `ZITI_OIDC_CLIENT_SECRET_FILE`.
+    pub fn secret_file(&self) -> &Path {
+        &self.secret_file
+    }
+
+    /// A token for the controller's audience with the scopes the client was made with.
+    ///
+    /// # Panics
+    /// When Hydra refuses it.
+    pub fn token(&self) -> String {
+        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        self.token_for(&self.audience, &scopes)
+    }
+
+    /// A token for `audience` (none when empty) with `scopes`.
+    ///
+    /// # Panics
+    /// When Hydra refuses it.
+    pub fn token_for(&self, audience: &str, scopes: &[&str]) -> String {
+        self.hydra
+            .token(&self.client_id, &self.secret, audience, scopes)
+            .unwrap_or_else(|err| panic!("a Hydra token for {}: {err}", self.client_id))
+    }
+}
+
+impl Drop for IdpClient {
+    fn drop(&mut self) {
+        let _ = self.hydra.delete_client(&self.client_id);
+    }
+}
+
+/// An OpenZiti identity of a test that logs in with Hydra tokens, see
+/// [`ZitiNetwork::idp_identity`]; deleted from the controller when dropped.
+#[derive(Debug)]
+pub struct IdpIdentity {
+    network: ZitiNetwork,
+    /// Its name.
+    pub name: String,
+    /// Its id on the controller.
+    pub id: String,
+}
+
+impl Drop for IdpIdentity {
+    fn drop(&mut self) {
+        let _ = self.network.ziti().args(["edge", "delete", "identity", &self.name]).output();
     }
 }
 

@@ -5,9 +5,12 @@
 //! (the quickstart's built-in router listens on 0.0.0.0, and a separate router can be
 //! restarted by tests). Then the project's service and policies are provisioned, a
 //! client identity enrolled, SPIRE started and trusted by the controller (the gateway's
-//! SPIFFE identity, see `spiffe`), and `ziti-management` started against the controller.
+//! SPIFFE identity, see `spiffe`), ORY Hydra started and trusted as an ext-jwt signer
+//! (the gateway's IdP identity, see `idp`), and `ziti-management` started against the
+//! controller.
 
 pub(crate) mod cli;
+mod idp;
 pub(crate) mod layout;
 pub(crate) mod locate;
 mod process;
@@ -24,6 +27,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ziti_net_kit::hydra::HydraAdmin;
 use ziti_net_kit::spire::WorkloadApi;
 
 use self::cli::Cli;
@@ -161,6 +165,7 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
     provision::service_and_policies(&cli)?;
     provision::client_identity(&cli, layout)?;
     let spire = spiffe::start(root, &cli, layout)?;
+    let idp = idp::start(root, &cli, layout)?;
 
     fs::write(layout.admin_password_file(), &password)?;
     fs::set_permissions(layout.admin_password_file(), fs::Permissions::from_mode(0o600))?;
@@ -184,7 +189,7 @@ fn start(root: &Path, layout: &Layout, management: Management, version: Option<&
         Ok(crate::smoke::get(&admin, "/readyz").is_ok_and(|response| response.starts_with("HTTP/1.1 200")))
     })?;
 
-    write_env(layout, &ziti, &version, &management, &ports, &password, &spire)
+    write_env(layout, &ziti, &version, &management, &ports, &password, &spire, &idp)
 }
 
 /// Polls `ready` every 250 ms, showing progress, until it says yes or `START_TIMEOUT`
@@ -220,8 +225,8 @@ fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> Result<bool>) -
     }
 }
 
-/// A network is running when every recorded process is alive, ziti-management is ready
-/// and the SPIRE agent is healthy.
+/// A network is running when every recorded process is alive, ziti-management is ready,
+/// the SPIRE agent is healthy and Hydra is ready.
 fn is_running(layout: &Layout) -> bool {
     let Ok(recorded) = fs::read_to_string(layout.pids()) else { return false };
     let pids: Vec<u32> = recorded.lines().filter_map(|line| line.split_whitespace().nth(1)?.parse().ok()).collect();
@@ -241,8 +246,13 @@ fn is_running(layout: &Layout) -> bool {
             let socket = endpoint.strip_prefix("unix://").unwrap_or(&endpoint).to_owned();
             WorkloadApi::new(Path::new(&bin_dir), Path::new(&socket)).healthy()
         });
+    // A network from before Hydra has no HYDRA_ADMIN_URL, and is replaced.
+    let hydra_ready = value("HYDRA_ADMIN_URL")
+        .zip(value("ZITI_OIDC_ISSUER"))
+        .is_some_and(|(admin_url, issuer)| HydraAdmin::new(&admin_url, &issuer).ready());
     tls && spire_healthy
-        && pids.len() == 5
+        && hydra_ready
+        && pids.len() == 6
         && pids.iter().all(|pid| process::is_ours(*pid, &layout.marker()))
         && admin.is_some_and(|admin| crate::smoke::get(admin, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
 }
@@ -260,6 +270,7 @@ fn record_pid(layout: &Layout, name: &str, pid: u32) -> Result<()> {
     fs::write(layout.pids(), pids).context("writing the pid file")
 }
 
+#[allow(clippy::too_many_arguments)] // one value per part of the network
 fn write_env(
     layout: &Layout,
     ziti: &Path,
@@ -268,6 +279,7 @@ fn write_env(
     ports: &Ports,
     password: &str,
     spire: &spiffe::Running,
+    idp: &idp::Running,
 ) -> Result<()> {
     let quote = |value: &str| format!("'{}'", value.replace('\'', "'\\''"));
     let path = |p: &Path| quote(&p.to_string_lossy());
@@ -297,6 +309,14 @@ fn write_env(
         ("SPIFFE_TRUST_DOMAIN", quote(spiffe::TRUST_DOMAIN)),
         ("SPIRE_SERVER_SOCKET", path(&spire.server_socket)),
         (ziti_net_kit::spire::BIN_DIR_ENV, path(&spire.bin_dir)),
+        // The gateway's names for logging in with the token of its Hydra client.
+        ("ZITI_OIDC_ISSUER", quote(&idp.issuer)),
+        ("ZITI_OIDC_CLIENT_ID", quote(idp::GATEWAY_CLIENT_ID)),
+        ("ZITI_OIDC_CLIENT_SECRET_FILE", path(&idp.secret_file)),
+        ("ZITI_OIDC_AUDIENCE", quote(idp::AUDIENCE)),
+        // For tests that make Hydra clients of their own.
+        ("HYDRA_ADMIN_URL", quote(&idp.admin_url)),
+        (ziti_net_kit::hydra::BIN_ENV, path(&idp.bin)),
     ];
     let mut text = format!("# The OpenZiti network of `cargo xtask ziti-up` (client identity: {CLIENT_NAME}).\n");
     for (name, value) in lines {
@@ -334,8 +354,9 @@ fn random_password() -> Result<String> {
 pub fn show_logs(root: &Path) {
     let layout = Layout::new(root);
     let spire = ["spire-server", "spire-agent"].map(|name| layout.spire_dir().join(format!("{name}.log")));
+    let hydra = layout.hydra_dir().join("hydra.log");
     let logs = ["controller", "router", "ziti-management"].map(|name| layout.log(name));
-    for log in logs.iter().chain(&spire) {
+    for log in logs.iter().chain(&spire).chain([&hydra]) {
         eprintln!("--- {} (last lines) ---\n{}", log.display(), process::tail(log, 40));
     }
 }

@@ -55,6 +55,16 @@ pub enum AppError {
         #[source]
         source: EnrollError,
     },
+    #[error(
+        "the controller refused the identity provider's token for {subject}: it must trust the IdP as an external \
+         JWT signer (its issuer, JWKS and audience) and hold an identity whose external id is {subject}, on an auth \
+         policy that allows that signer"
+    )]
+    IdpTokenRefused {
+        subject: String,
+        #[source]
+        source: EnrollError,
+    },
     #[error(transparent)]
     Stopped(domain::service::ServiceError),
     #[error("the overlay is on but no ziti-management client was given")]
@@ -234,6 +244,9 @@ async fn start_overlay(
         match (&overlay.identity_source, &error) {
             (IdentitySourceConfig::Spiffe(_), EnrollError::Install { id, .. }) if refused_login(&error) => {
                 AppError::SvidRefused { spiffe_id: id.to_string(), source: error }
+            }
+            (IdentitySourceConfig::Jwt(_), EnrollError::Install { id, .. }) if refused_login(&error) => {
+                AppError::IdpTokenRefused { subject: id.to_string(), source: error }
             }
             _ => AppError::Enrollment { source: error, from: source },
         }

@@ -38,6 +38,13 @@ pub const VARIABLES: &[&str] = &[
     "ZITI_IDENTITY_SOURCE",
     "SPIFFE_ENDPOINT_SOCKET",
     "ZITI_SPIFFE_ID",
+    "ZITI_JWT_FILE",
+    "ZITI_OIDC_ISSUER",
+    "ZITI_OIDC_CLIENT_ID",
+    "ZITI_OIDC_CLIENT_SECRET_FILE",
+    "ZITI_OIDC_AUDIENCE",
+    "ZITI_OIDC_SCOPES",
+    "ZITI_IDP_PROVISION",
     "ZITI_RESOLVE_CACHE_TTL",
     "ZITI_RESOLVE_MAX_CONCURRENT",
     "GATEWAY_UNVERIFIED_CALLERS",
@@ -80,6 +87,18 @@ pub enum ConfigError {
          touches disk. Unset GATEWAY_IDENTITY_STORE (or set it to memory)"
     )]
     SpiffeKeyOnDisk,
+    #[error("{variable} must be set with ZITI_IDENTITY_SOURCE=jwt ({why})")]
+    RequiredForJwt { variable: &'static str, why: &'static str },
+    #[error(
+        "ZITI_IDENTITY_SOURCE=jwt takes its token from ZITI_JWT_FILE or from the OIDC client credentials \
+         (ZITI_OIDC_ISSUER, ZITI_OIDC_CLIENT_ID, ZITI_OIDC_CLIENT_SECRET_FILE, ZITI_OIDC_AUDIENCE), not both"
+    )]
+    TwoTokenSources,
+    #[error(
+        "GATEWAY_IDENTITY_STORE=file cannot be used with ZITI_IDENTITY_SOURCE=jwt: the IdP token never touches \
+         disk. Unset GATEWAY_IDENTITY_STORE (or set it to memory)"
+    )]
+    JwtTokenOnDisk,
     #[error("configuration could not be read: {0}")]
     Source(String),
 }
@@ -123,6 +142,31 @@ pub enum IdentitySourceConfig {
     Lease,
     /// `spiffe`: the workload's X.509-SVID from the SPIFFE Workload API.
     Spiffe(SpiffeConfig),
+    /// `jwt`: an OIDC identity provider's token, for the controller's ext-jwt login.
+    Jwt(JwtConfig),
+}
+
+/// The `jwt` source's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// Where the IdP token comes from.
+    pub token: JwtTokenConfig,
+    /// `ZITI_CONTROLLER_URL`.
+    pub controller_url: String,
+    /// The PEM of `ZITI_CONTROLLER_CA` (read at start-up).
+    pub controller_ca_pem: String,
+    /// `ZITI_IDP_PROVISION`: ask ziti-management to make the identity exist first.
+    pub provision: bool,
+}
+
+/// Where the `jwt` source's token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwtTokenConfig {
+    /// `ZITI_JWT_FILE`: re-read when it changes.
+    File(PathBuf),
+    /// The OAuth2 client-credentials grant at the IdP (`ZITI_OIDC_*`).
+    ClientCredentials { issuer: String, client_id: String, secret_file: PathBuf, audience: String, scopes: Vec<String> },
 }
 
 /// The SPIFFE source's settings.
@@ -144,6 +188,7 @@ impl IdentitySourceConfig {
         match self {
             Self::Lease => "ziti-management",
             Self::Spiffe(_) => "the SPIFFE Workload API",
+            Self::Jwt(_) => "the identity provider's token",
         }
     }
 }
@@ -241,6 +286,13 @@ struct Raw {
     ziti_identity_source: Option<Value>,
     spiffe_endpoint_socket: Option<Value>,
     ziti_spiffe_id: Option<Value>,
+    ziti_jwt_file: Option<Value>,
+    ziti_oidc_issuer: Option<Value>,
+    ziti_oidc_client_id: Option<Value>,
+    ziti_oidc_client_secret_file: Option<Value>,
+    ziti_oidc_audience: Option<Value>,
+    ziti_oidc_scopes: Option<Value>,
+    ziti_idp_provision: Option<Value>,
 }
 
 impl Config {
@@ -273,7 +325,16 @@ impl Raw {
         let store = parse_optional("GATEWAY_IDENTITY_STORE", self.gateway_identity_store, parse_identity_store)?;
         let spiffe_id = parse_optional("ZITI_SPIFFE_ID", self.ziti_spiffe_id, parse_spiffe_id)?;
         let endpoint = parse_optional("SPIFFE_ENDPOINT_SOCKET", self.spiffe_endpoint_socket, parse_workload_api)?;
-        let spiffe = parse_or("ZITI_IDENTITY_SOURCE", self.ziti_identity_source, false, parse_identity_source)?;
+        let kind =
+            parse_or("ZITI_IDENTITY_SOURCE", self.ziti_identity_source, SourceKind::Lease, parse_identity_source)?;
+        let jwt_token = jwt_token(JwtValues {
+            file: self.ziti_jwt_file,
+            issuer: self.ziti_oidc_issuer,
+            client_id: self.ziti_oidc_client_id,
+            secret_file: self.ziti_oidc_client_secret_file,
+            audience: self.ziti_oidc_audience,
+            scopes: self.ziti_oidc_scopes,
+        })?;
         let token_file =
             parse_optional("ZITI_MANAGEMENT_TOKEN_FILE", self.ziti_management_token_file, parse_token_file)?;
         let fixed_client_certificate = text(self.ziti_management_tls_cert.clone()).is_some();
@@ -282,7 +343,27 @@ impl Raw {
             spiffe_id: spiffe_id.clone(),
             token_file,
         };
-        let (identity_source, identity_store) = if spiffe && enabled {
+        let provision = parse_or("ZITI_IDP_PROVISION", self.ziti_idp_provision, false, parse_bool)?;
+        let (identity_source, identity_store) = if kind == SourceKind::Jwt && enabled {
+            let required = |variable, why| ConfigError::RequiredForJwt { variable, why };
+            let source = IdentitySourceConfig::Jwt(JwtConfig {
+                token: jwt_token.ok_or(required(
+                    "ZITI_JWT_FILE or ZITI_OIDC_ISSUER",
+                    "where the identity provider's token comes from",
+                ))?,
+                controller_url: controller
+                    .url
+                    .ok_or(required("ZITI_CONTROLLER_URL", "the controller the token logs in to"))?,
+                controller_ca_pem: controller
+                    .ca_pem
+                    .ok_or(required("ZITI_CONTROLLER_CA", "the CA bundle that the controller is trusted with"))?,
+                provision,
+            });
+            if store == Some(IdentityStore::File) {
+                return Err(ConfigError::JwtTokenOnDisk);
+            }
+            (source, IdentityStore::Memory)
+        } else if kind == SourceKind::Spiffe && enabled {
             let required = |variable, why| ConfigError::RequiredForSpiffe { variable, why };
             let source = IdentitySourceConfig::Spiffe(SpiffeConfig {
                 endpoint: endpoint
@@ -487,12 +568,81 @@ fn controller_pins(url: Option<Value>, ca: Option<Value>) -> Result<Controller, 
     Ok(Controller { pins, url, ca_pem })
 }
 
-/// `lease` (false) or `spiffe` (true).
-fn parse_identity_source(value: &str) -> Result<bool, String> {
+/// The values of `ZITI_IDENTITY_SOURCE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceKind {
+    Lease,
+    Spiffe,
+    Jwt,
+}
+
+fn parse_identity_source(value: &str) -> Result<SourceKind, String> {
     match value.trim().to_ascii_lowercase().as_str() {
-        "lease" => Ok(false),
-        "spiffe" => Ok(true),
-        _ => Err("expected lease (an identity leased from ziti-management) or spiffe (the X.509-SVID from the SPIFFE Workload API)".to_owned()),
+        "lease" => Ok(SourceKind::Lease),
+        "spiffe" => Ok(SourceKind::Spiffe),
+        "jwt" => Ok(SourceKind::Jwt),
+        _ => Err("expected lease (an identity leased from ziti-management), spiffe (the X.509-SVID from the SPIFFE \
+                  Workload API) or jwt (an identity provider's token)"
+            .to_owned()),
+    }
+}
+
+struct JwtValues {
+    file: Option<Value>,
+    issuer: Option<Value>,
+    client_id: Option<Value>,
+    secret_file: Option<Value>,
+    audience: Option<Value>,
+    scopes: Option<Value>,
+}
+
+/// The `jwt` source's token settings, checked whatever the source (a bad value is an
+/// error even while unused). `None` when neither a file nor an issuer is given.
+fn jwt_token(values: JwtValues) -> Result<Option<JwtTokenConfig>, ConfigError> {
+    let file = parse_optional("ZITI_JWT_FILE", values.file, parse_readable_file)?;
+    let issuer = parse_optional("ZITI_OIDC_ISSUER", values.issuer, parse_issuer)?;
+    let client_id = parse_optional("ZITI_OIDC_CLIENT_ID", values.client_id, parse_non_empty)?;
+    let secret_file = parse_optional("ZITI_OIDC_CLIENT_SECRET_FILE", values.secret_file, parse_readable_file)?;
+    let audience = parse_optional("ZITI_OIDC_AUDIENCE", values.audience, parse_non_empty)?;
+    let scopes = parse_optional("ZITI_OIDC_SCOPES", values.scopes, |value| {
+        Ok::<_, String>(value.split([' ', ',']).filter(|scope| !scope.is_empty()).map(str::to_owned).collect())
+    })?;
+    let client = issuer.is_some() || client_id.is_some() || secret_file.is_some() || audience.is_some();
+    match (file, client) {
+        (Some(_), true) => Err(ConfigError::TwoTokenSources),
+        (Some(path), false) => Ok(Some(JwtTokenConfig::File(path))),
+        (None, false) => Ok(None),
+        (None, true) => {
+            let required = |variable, why| ConfigError::RequiredForJwt { variable, why };
+            Ok(Some(JwtTokenConfig::ClientCredentials {
+                issuer: issuer.ok_or(required("ZITI_OIDC_ISSUER", "the identity provider"))?,
+                client_id: client_id.ok_or(required("ZITI_OIDC_CLIENT_ID", "the client the gateway is"))?,
+                secret_file: secret_file
+                    .ok_or(required("ZITI_OIDC_CLIENT_SECRET_FILE", "the file holding the client's secret"))?,
+                audience: audience.ok_or(required("ZITI_OIDC_AUDIENCE", "the audience the controller expects"))?,
+                scopes: scopes.unwrap_or_default(),
+            }))
+        }
+    }
+}
+
+/// A file that exists and can be read now (its contents are secret: not kept here).
+fn parse_readable_file(path: &str) -> Result<PathBuf, String> {
+    std::fs::File::open(path).map(|_| PathBuf::from(path)).map_err(|err| format!("cannot read the file ({err})"))
+}
+
+/// The IdP's issuer URL: the client secret is sent there, so https, or http to this
+/// machine only.
+fn parse_issuer(value: &str) -> Result<String, String> {
+    let url: http::Uri = value
+        .trim()
+        .parse()
+        .map_err(|err| format!("expected the identity provider's issuer URL, such as https://idp.example ({err})"))?;
+    let loopback = url.host().is_some_and(zitimgmt_grpc::is_loopback_host);
+    match url.scheme_str() {
+        Some("https") if url.host().is_some() => Ok(value.trim().to_owned()),
+        Some("http") if loopback => Ok(value.trim().to_owned()),
+        _ => Err("expected an https:// URL (http:// only to this machine): the client secret is sent there".to_owned()),
     }
 }
 

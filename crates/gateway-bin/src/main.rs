@@ -12,12 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ports::IdentityProvider;
-use gateway_bin::config::{Config, IdentitySourceConfig, OverlayConfig};
+use gateway_bin::config::{Config, IdentitySourceConfig, JwtTokenConfig, OverlayConfig};
+use idp_identity::{
+    ClientCredentials, ClientCredentialsSettings, FileToken, IdpIdentitySource, IdpSettings, TokenSource,
+};
 use spiffe_identity::{SpiffeIdentitySource, SpiffeSettings};
 
 /// One attempt to get an SVID from the Workload API (the agent answers "no identity
 /// issued" for its first seconds; start-up retries until `ZITI_ENROLLMENT_TIMEOUT`).
 const SPIFFE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request to the identity provider may take.
+const IDP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let config = match Config::load() {
@@ -95,7 +100,37 @@ fn identity_source(
             controller_ca_pem: spiffe.controller_ca_pem.clone(),
             attempt_timeout: SPIFFE_ATTEMPT_TIMEOUT,
         })),
+        IdentitySourceConfig::Jwt(jwt) => {
+            let settings = IdpSettings {
+                controller_url: jwt.controller_url.clone(),
+                controller_ca_pem: jwt.controller_ca_pem.clone(),
+            };
+            let source = IdpIdentitySource::new(settings, token_source(&jwt.token)?);
+            match (jwt.provision, management) {
+                (true, Some(client)) => Arc::new(source.with_provisioner(Arc::new(management::Provisioner(client)))),
+                _ => Arc::new(source),
+            }
+        }
         _ => management.context("no ziti-management client")?,
+    })
+}
+
+/// Where the `jwt` source's token comes from.
+fn token_source(token: &JwtTokenConfig) -> anyhow::Result<Arc<dyn TokenSource>> {
+    Ok(match token {
+        JwtTokenConfig::File(path) => Arc::new(FileToken::new(path)),
+        JwtTokenConfig::ClientCredentials { issuer, client_id, secret_file, audience, scopes } => {
+            let issuer = issuer.parse().context("ZITI_OIDC_ISSUER")?;
+            Arc::new(ClientCredentials::new(ClientCredentialsSettings {
+                issuer,
+                client_id: client_id.clone(),
+                secret_file: secret_file.clone(),
+                audience: audience.clone(),
+                scopes: scopes.clone(),
+                timeout: IDP_REQUEST_TIMEOUT,
+            })?)
+        }
+        _ => anyhow::bail!("this token source is not supported"),
     })
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use domain::ProviderError;
 use gateway_bin::config::{ManagementCredentials, ManagementTls, OverlayConfig};
+use idp_identity::{IdentityProvisioner, IdpToken};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use spiffe_identity::SvidCertificates;
 use zitimgmt_grpc::{
@@ -95,5 +97,24 @@ impl BearerTokenSource for TokenFile {
             return Err(format!("ZITI_MANAGEMENT_TOKEN_FILE {} is empty", self.0.display()));
         }
         Ok(Zeroizing::new(token.trim().to_owned()))
+    }
+}
+
+/// ziti-management's `ProvisionIdentity`: makes the IdP token's OpenZiti identity
+/// exist before the gateway logs in with the token (`ZITI_IDP_PROVISION`).
+#[derive(Debug)]
+pub struct Provisioner(pub Arc<ManagementClient>);
+
+#[async_trait::async_trait]
+impl IdentityProvisioner for Provisioner {
+    async fn provision(&self, token: &IdpToken) -> Result<String, ProviderError> {
+        let provisioned = self.0.provision_identity(token.expose()).await.map_err(ProviderError::from)?;
+        tracing::info!(
+            identity = %provisioned.name,
+            created = provisioned.created,
+            role_attributes = ?provisioned.role_attributes,
+            "ziti-management provisioned the identity the IdP token names"
+        );
+        Ok(provisioned.name)
     }
 }

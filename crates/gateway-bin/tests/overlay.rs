@@ -196,6 +196,35 @@ fn assert_unverified_caller_is_anonymous(json: &serde_json::Value) {
     assert!(json["principal"].is_null(), "an unverified claim was resolved: {json}");
 }
 
+/// Ten clients looping GETs through the proxy at `addr` until `done` says so (asked
+/// every half second); returns how many were answered 200 and how many were not.
+fn ten_clients_looping(addr: &str, mut done: impl FnMut() -> bool) -> (u64, u64) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = AtomicBool::new(false);
+    let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|scope| {
+        for client in 0..10 {
+            let (stop, ok, failed) = (&stop, &ok, &failed);
+            scope.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match support::blocking_get(addr, &format!("/loop/{client}")) {
+                        Ok((200, _)) => ok.fetch_add(1, Ordering::SeqCst),
+                        other => {
+                            eprintln!("client {client}: {other:?}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+            });
+        }
+        while !done() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    (ok.into_inner(), failed.into_inner())
+}
+
 /// A ready gateway with `extra` settings, answering through `ziti tunnel proxy`.
 fn serving(network: &ZitiNetwork, extra: &[(&str, &str)]) -> (Gateway, TunnelProxy) {
     let mut gateway = Gateway::start(network, extra);
@@ -721,5 +750,7 @@ async fn a_forged_caller_claim_never_reaches_the_upstream_as_someone_else() {
 
 #[path = "overlay/attested.rs"]
 mod attested;
+#[path = "overlay/idp.rs"]
+mod idp;
 #[path = "overlay/sources.rs"]
 mod sources;

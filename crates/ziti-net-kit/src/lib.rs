@@ -3,12 +3,19 @@
 //!
 //! [`third_party_ca`] makes OpenZiti trust a SPIFFE issuer's CA and creates identities
 //! that log in with its certificates; [`spire`] runs a SPIRE server and agent on loopback.
+//! [`ext_jwt`] makes OpenZiti trust an IdP's JWTs; [`hydra`] runs ORY Hydra, such an IdP,
+//! on loopback.
 
+pub mod ext_jwt;
+pub mod hydra;
 pub mod spire;
 pub mod third_party_ca;
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -134,6 +141,68 @@ fn run_output(command: &mut Command, step: &'static str) -> Result<Vec<u8>, Prov
 
 fn file_error(path: &Path, source: std::io::Error) -> ProvisionError {
     ProvisionError::File { path: path.to_path_buf(), source }
+}
+
+/// Creates `path` with mode 0600 from the start, replacing any earlier file.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
+}
+
+/// The last `lines` lines of a log, `secret` blanked out.
+fn tail(log: &Path, lines: usize, secret: &str) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let last = all[all.len().saturating_sub(lines)..].join("\n");
+    if secret.is_empty() { last } else { last.replace(secret, "<redacted>") }
+}
+
+/// SIGTERM, then SIGKILL after `grace`; returns once `child` is reaped.
+/// Why a `../shared/<tool>/install` gave no path.
+enum InstallerError {
+    /// There is no such script.
+    Missing,
+    /// It could not be run.
+    Run(std::io::Error),
+    /// It ran and failed: its status and stderr.
+    Failed(String),
+}
+
+/// Runs a carried tool's sha256-checking installer, which prints where it unpacked
+/// the tool.
+fn run_installer(installer: &Path) -> Result<std::path::PathBuf, InstallerError> {
+    if !installer.is_file() {
+        return Err(InstallerError::Missing);
+    }
+    let output = Command::new("bash").arg(installer).output().map_err(InstallerError::Run)?;
+    if !output.status.success() {
+        return Err(InstallerError::Failed(format!(
+            "{} failed ({}): {}",
+            installer.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    // `kill` (not libc) for SIGTERM; a process that exited meanwhile makes it fail harmlessly.
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
+    let deadline = Instant::now() + grace;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,9 +9,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::net::TcpListener;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
@@ -185,26 +184,13 @@ impl SpireBinaries {
             return Self::in_dir(&dir, Found::Path);
         }
         let installer = workspace_root.join(SHARED_INSTALLER);
-        if !installer.is_file() {
-            return Err(SpireError::NotFound {
+        let dir = crate::run_installer(&installer).map_err(|err| match err {
+            crate::InstallerError::Missing => SpireError::NotFound {
                 reason: format!("{BIN_DIR_ENV} is unset, PATH has no spire-server, {} is missing", installer.display()),
-            });
-        }
-        let output = Command::new("bash")
-            .arg(&installer)
-            .output()
-            .map_err(|source| SpireError::Start { what: "the SPIRE installer", source })?;
-        if !output.status.success() {
-            return Err(SpireError::NotFound {
-                reason: format!(
-                    "{} failed ({}): {}",
-                    installer.display(),
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            });
-        }
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            },
+            crate::InstallerError::Run(source) => SpireError::Start { what: "the SPIRE installer", source },
+            crate::InstallerError::Failed(reason) => SpireError::NotFound { reason },
+        })?;
         Self::in_dir(&dir, Found::SharedCopy)
     }
 
@@ -458,14 +444,19 @@ impl Spire {
             let exited =
                 self.children.iter_mut().find(|(name, _)| *name == what).and_then(|(_, c)| c.try_wait().ok()?);
             if let Some(status) = exited {
-                return Err(SpireError::Exited { what, status, log: log.to_path_buf(), tail: tail(log, 20, secret) });
+                return Err(SpireError::Exited {
+                    what,
+                    status,
+                    log: log.to_path_buf(),
+                    tail: crate::tail(log, 20, secret),
+                });
             }
             if started.elapsed() >= START_TIMEOUT {
                 return Err(SpireError::Timeout {
                     what: format!("{what} becoming healthy"),
                     waited: START_TIMEOUT,
                     log: log.to_path_buf(),
-                    tail: tail(log, 20, secret),
+                    tail: crate::tail(log, 20, secret),
                 });
             }
             sleep(POLL);
@@ -475,20 +466,7 @@ impl Spire {
 
 /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; returns once `child` is reaped.
 fn stop_child(what: &'static str, mut child: Child) -> Result<(), SpireError> {
-    if child.try_wait().ok().flatten().is_some() {
-        return Ok(());
-    }
-    // `kill` (not libc) for SIGTERM; a process that exited meanwhile makes it fail harmlessly.
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
-    let deadline = Instant::now() + STOP_GRACE;
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        sleep(POLL);
-    }
-    if child.try_wait().ok().flatten().is_none() {
-        child.kill().map_err(|source| SpireError::Start { what, source })?;
-        child.wait().map_err(|source| SpireError::Start { what, source })?;
-    }
-    Ok(())
+    crate::terminate(&mut child, STOP_GRACE).map_err(|source| SpireError::Start { what, source })
 }
 
 impl Drop for Spire {
@@ -1041,14 +1019,7 @@ fn check_trust_domain(trust_domain: &str) -> Result<(), SpireError> {
 
 /// Creates `path` with mode 0600 from the start, replacing any earlier file.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SpireError> {
-    let _ = fs::remove_file(path);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| file_error(path, source))?;
-    file.write_all(bytes).map_err(|source| file_error(path, source))
+    crate::write_private(path, bytes).map_err(|source| file_error(path, source))
 }
 
 fn quietly(command: &mut Command) -> bool {
@@ -1069,14 +1040,6 @@ fn output_of(command: &mut Command, step: &'static str) -> Result<Vec<u8>, Spire
 fn parse_json(output: &[u8], step: &'static str) -> Result<serde_json::Value, SpireError> {
     serde_json::from_slice(output)
         .map_err(|err| SpireError::Unexpected { step, reason: format!("its output is not the expected JSON ({err})") })
-}
-
-/// The last `lines` lines of a log, `secret` blanked out.
-fn tail(log: &Path, lines: usize, secret: &str) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    let last = all[all.len().saturating_sub(lines)..].join("\n");
-    if secret.is_empty() { last } else { last.replace(secret, "<redacted>") }
 }
 
 fn file_error(path: &Path, source: std::io::Error) -> SpireError {

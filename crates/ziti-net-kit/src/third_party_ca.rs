@@ -100,8 +100,9 @@ pub fn cert_only_auth_policy(ziti: impl Fn() -> Command, name: &str) -> Result<S
 /// `auth_policy_id`, with `role_attributes`; returns its id (an existing one of that
 /// name is updated/reused).
 ///
-/// It logs in only with a certificate of a third-party CA whose external-id claim
-/// yields `external_id` (see [`register_spiffe_ca`]).
+/// It logs in only as its auth policy allows: with a certificate of a third-party CA
+/// whose external-id claim yields `external_id` (see [`register_spiffe_ca`]), or with a
+/// JWT of an ext-jwt signer whose claim does (see [`crate::ext_jwt`]).
 pub fn external_id_identity(
     ziti: impl Fn() -> Command,
     name: &str,
@@ -146,7 +147,7 @@ pub fn external_id_identity(
 }
 
 /// The one entity of `kind` (e.g. `cas`) named `name`, if any.
-fn find_by_name(
+pub(crate) fn find_by_name(
     ziti: &impl Fn() -> Command,
     kind: &str,
     step: &'static str,
@@ -157,7 +158,7 @@ fn find_by_name(
 }
 
 /// `ziti edge list KIND FILTER -j`'s entities.
-fn list(
+pub(crate) fn list(
     ziti: &impl Fn() -> Command,
     kind: &str,
     step: &'static str,
@@ -172,12 +173,12 @@ fn list(
     }
 }
 
-fn id_of(entity: &Value, step: &'static str) -> Result<String, ProvisionError> {
+pub(crate) fn id_of(entity: &Value, step: &'static str) -> Result<String, ProvisionError> {
     entity["id"].as_str().map(str::to_owned).ok_or_else(|| unexpected(step, "an entity without an id".to_owned()))
 }
 
 /// Names go into the CLI's filter language inside double quotes.
-fn check_name(name: &str) -> Result<(), ProvisionError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ProvisionError> {
     if name.is_empty() || name.contains(['"', '\\']) || name.chars().any(char::is_control) {
         return Err(ProvisionError::InvalidName { name: name.to_owned() });
     }
@@ -190,7 +191,7 @@ fn same_pem(a: &str, b: &str) -> bool {
     squash(a) == squash(b)
 }
 
-fn unexpected(step: &'static str, reason: String) -> ProvisionError {
+pub(crate) fn unexpected(step: &'static str, reason: String) -> ProvisionError {
     ProvisionError::Unexpected { step, reason }
 }
 

@@ -20,19 +20,98 @@ pub(crate) struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
+    /// Makes the answer from the request body instead.
+    from_body: Option<FromBody>,
+}
+
+#[derive(Clone)]
+struct FromBody(Arc<MakeReply>);
+
+/// Makes a reply from a request body.
+type MakeReply = dyn Fn(&[u8]) -> Reply + Send + Sync;
+
+impl std::fmt::Debug for FromBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FromBody")
+    }
+}
+
+/// The public key of a CSR (the SDK asks for P-256).
+struct P256PublicKey(Vec<u8>);
+
+impl rcgen::PublicKeyData for P256PublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+/// One request the stand-in received.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    /// `METHOD /path?query`.
+    pub(crate) target: String,
+    /// The request head (request line and headers).
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Recorded {
+    /// A header's value (names compared case-insensitively).
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
 }
 
 impl Reply {
     pub(crate) fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: String::new() }
+        Self { status, headers: Vec::new(), body: String::new(), from_body: None }
     }
 
     pub(crate) fn json(status: u16, body: serde_json::Value) -> Self {
-        Self { status, headers: vec![("content-type", "application/json".to_owned())], body: body.to_string() }
+        Self {
+            status,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: body.to_string(),
+            from_body: None,
+        }
     }
 
     pub(crate) fn redirect(location: &str) -> Self {
-        Self { status: 302, headers: vec![("location", location.to_owned())], body: String::new() }
+        Self { status: 302, headers: vec![("location", location.to_owned())], body: String::new(), from_body: None }
+    }
+
+    /// An API-session certificate answer: signs the public key of the request's CSR
+    /// (`{"csr": PEM}`) with a throwaway CA, valid for `lifetime`, with ids `cert-1`,
+    /// `cert-2`, ... in order.
+    pub(crate) fn session_certificates(lifetime: Duration) -> Self {
+        use x509_cert::der::DecodePem;
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let issued = AtomicU64::new(0);
+        let sign = move |body: &[u8]| {
+            let request: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let csr = x509_cert::request::CertReq::from_pem(request["csr"].as_str().unwrap()).unwrap();
+            let spki = P256PublicKey(csr.info.public_key.subject_public_key.raw_bytes().to_vec());
+            let mut params = rcgen::CertificateParams::default();
+            let now = SystemTime::now();
+            params.not_before = now.into();
+            params.not_after = (now + lifetime).into();
+            let cert = params.signed_by(&spki, &issuer).unwrap();
+            let id = format!("cert-{}", issued.fetch_add(1, Ordering::Relaxed) + 1);
+            let data = serde_json::json!({ "id": id, "certificate": cert.pem(), "cas": ca_pem });
+            Reply::json(201, serde_json::json!({ "data": data }))
+        };
+        Self { from_body: Some(FromBody(Arc::new(sign))), ..Self::status(201) }
     }
 
     /// A token endpoint answer: an access token for API session `asid`, valid an hour.
@@ -60,6 +139,7 @@ struct Script {
     replies: HashMap<String, VecDeque<Reply>>,
     /// `METHOD /path` of every request, in order.
     seen: Vec<String>,
+    requests: Vec<Recorded>,
     state: String,
 }
 
@@ -98,6 +178,18 @@ impl FakeController {
     /// `METHOD /path` of every request so far.
     pub(crate) fn seen(&self) -> Vec<String> {
         self.script.lock().unwrap().seen.clone()
+    }
+
+    /// The requests to `path` so far, in order.
+    pub(crate) fn requests(&self, path: &str) -> Vec<Recorded> {
+        let script = self.script.lock().unwrap();
+        let path = format!(" {path}");
+        script
+            .requests
+            .iter()
+            .filter(|r| r.target.split('?').next().unwrap_or_default().ends_with(&path))
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn count(&self, request: &str) -> usize {
@@ -163,6 +255,11 @@ async fn answer(mut stream: TcpStream, script: Arc<Mutex<Script>>) {
     let reply = {
         let mut script = script.lock().unwrap();
         script.seen.push(format!("{method} {}", url.path()));
+        script.requests.push(Recorded {
+            target: format!("{method} {target}"),
+            head: head.clone(),
+            body: request[head_end..].to_vec(),
+        });
         if let Some((_, state)) = url.query_pairs().find(|(k, _)| k == "state") {
             script.state = state.into_owned();
         }
@@ -172,6 +269,9 @@ async fn answer(mut stream: TcpStream, script: Arc<Mutex<Script>>) {
             Some(queue) => queue.front().cloned().unwrap_or_else(|| Reply::status(404)),
             None => Reply::status(404),
         };
+        if let Some(FromBody(make)) = reply.from_body.clone() {
+            reply = make(&request[head_end..]);
+        }
         for (_, value) in &mut reply.headers {
             *value = value.replace("{state}", &state);
         }

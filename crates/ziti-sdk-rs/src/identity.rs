@@ -1,5 +1,6 @@
 //! The standard OpenZiti identity file: `ztAPI`/`ztAPIs` and `id.{cert,key,ca}`, each
-//! value inline (`pem:...`) or a reference (`file://...`).
+//! value inline (`pem:...`) or a reference (`file://...`); or, for an identity whose
+//! credential is an external IdP's JWT, `ztAPI`, `id.ca` and `extJwt`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,15 +13,30 @@ use zeroize::Zeroizing;
 
 use crate::error::IdentityError;
 
-/// A loaded identity: controller URLs, certificate chain, private key and trusted CAs.
+/// A loaded identity: controller URLs, trusted CAs, and a credential: a certificate
+/// chain with its private key, or an external IdP's JWT (an "ext-jwt" identity, which
+/// logs in with the token and gets its router certificate from the controller).
 ///
-/// The key lives in zeroizing memory and `Debug` never shows it.
+/// The key and the token live in zeroizing memory and `Debug` never shows them.
 pub struct Identity {
     api_urls: Vec<reqwest::Url>,
-    cert_chain: Vec<CertificateDer<'static>>,
-    key: Zeroizing<PrivateKeyDer<'static>>,
     ca: Vec<CertificateDer<'static>>,
-    leaf: Leaf,
+    credential: Credential,
+}
+
+enum Credential {
+    Certificate { cert_chain: Vec<CertificateDer<'static>>, key: Zeroizing<PrivateKeyDer<'static>>, leaf: Leaf },
+    ExtJwt(ExtJwt),
+}
+
+/// An external IdP's JWT and what the SDK reads from it (unverified: the controller
+/// verifies it against the IdP's keys).
+#[derive(Clone)]
+pub(crate) struct ExtJwt {
+    pub(crate) token: Zeroizing<String>,
+    /// The `sub` claim, for logs and errors (not secret).
+    pub(crate) subject: String,
+    pub(crate) expires_at: SystemTime,
 }
 
 /// What logs and rotation need from the leaf certificate (nothing secret).
@@ -37,6 +53,8 @@ struct RawIdentity {
     #[serde(rename = "ztAPIs")]
     zt_apis: Option<Vec<String>>,
     id: Option<RawMaterial>,
+    #[serde(rename = "extJwt")]
+    ext_jwt: Option<Zeroizing<String>>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +98,16 @@ impl Identity {
             return Err(IdentityError::Missing("ztAPI"));
         }
         let id = raw.id.ok_or(IdentityError::Missing("id"))?;
+        if let Some(token) = raw.ext_jwt {
+            if id.cert.is_some() || id.key.is_some() {
+                return Err(IdentityError::Field {
+                    field: "extJwt",
+                    problem: "is given together with id.cert/id.key; an identity has one or the other".to_owned(),
+                });
+            }
+            let ca_pem = load_value("id.ca", id.ca.as_deref(), values)?;
+            return Self::ext_jwt_parts(api_urls, &ca_pem, token);
+        }
         let cert_pem = load_value("id.cert", id.cert.as_deref(), values)?;
         let ca_pem = load_value("id.ca", id.ca.as_deref(), values)?;
         let key_pem = load_value("id.key", id.key.as_ref().map(|key| key.as_str()), values)?;
@@ -130,7 +158,42 @@ impl Identity {
             problem: "is not an EC (P-256/P-384), RSA or Ed25519 key".to_owned(),
         })?;
         let leaf = leaf_summary(&cert_chain)?;
-        Ok(Self { api_urls, cert_chain, key, ca, leaf })
+        Ok(Self { api_urls, ca, credential: Credential::Certificate { cert_chain, key, leaf } })
+    }
+
+    /// An identity whose credential is an external IdP's JWT (OpenZiti "ext-jwt"): the
+    /// controller's client API URL, the CAs that sign the controller's and routers'
+    /// certificates, and the token. The controller must trust the IdP (an ext-jwt
+    /// signer) and know an identity whose external id matches the token's claim. The
+    /// SDK logs in with the token and asks the controller for a short-lived client
+    /// certificate for the routers; it never fetches tokens itself: give it a new one
+    /// with [`crate::ZitiContext::update_identity`] before this one expires
+    /// ([`Identity::certificate_expires_at`]), for the logins to come.
+    ///
+    /// The token must be a JWT with an `exp` claim; it is not verified here. Errors
+    /// name the field (`ztAPI`, `id.ca`, `extJwt`) and never quote the token.
+    pub fn from_ext_jwt(api_url: reqwest::Url, ca_pem: &[u8], token: Zeroizing<String>) -> Result<Self, IdentityError> {
+        let api_urls = vec![parse_api_url(api_url.as_str())?];
+        Self::ext_jwt_parts(api_urls, ca_pem, token)
+    }
+
+    fn ext_jwt_parts(
+        api_urls: Vec<reqwest::Url>,
+        ca_pem: &[u8],
+        token: Zeroizing<String>,
+    ) -> Result<Self, IdentityError> {
+        let ca = certificates("id.ca", ca_pem)?;
+        let token = Zeroizing::new(token.trim().to_owned());
+        let claims = crate::controller::claims(&token).map_err(|_| IdentityError::Field {
+            field: "extJwt",
+            problem: "is not a JWT (three base64url parts with JSON claims)".to_owned(),
+        })?;
+        let exp = claims.exp.ok_or_else(|| IdentityError::Field {
+            field: "extJwt",
+            problem: "has no expiry (`exp` claim)".to_owned(),
+        })?;
+        let ext = ExtJwt { token, subject: claims.sub, expires_at: crate::controller::epoch(exp) };
+        Ok(Self { api_urls, ca, credential: Credential::ExtJwt(ext) })
     }
 
     /// The controller's client API URLs, `ztAPI` first.
@@ -138,44 +201,83 @@ impl Identity {
         &self.api_urls
     }
 
-    /// When the certificate (the chain's leaf) expires: present a new one before then
+    /// When the credential expires: the certificate's (the chain's leaf) not-after, or
+    /// the external JWT's `exp`. Present a new one before then
     /// ([`crate::ZitiContext::update_identity`]).
     pub fn certificate_expires_at(&self) -> SystemTime {
-        self.leaf.not_after
+        match &self.credential {
+            Credential::Certificate { leaf, .. } => leaf.not_after,
+            Credential::ExtJwt(ext) => ext.expires_at,
+        }
     }
 
-    /// The leaf's serial number (hex) and not-after time, for logs.
-    pub(crate) fn certificate_summary(&self) -> (&str, &str) {
-        (&self.leaf.serial, &self.leaf.not_after_text)
+    /// Whether the credential is an external IdP's JWT rather than a certificate.
+    pub fn is_ext_jwt(&self) -> bool {
+        matches!(self.credential, Credential::ExtJwt(_))
     }
 
-    pub(crate) fn cert_chain(&self) -> &[CertificateDer<'static>] {
-        &self.cert_chain
+    /// What logs name the credential by: the leaf's serial number (hex) and not-after
+    /// time, or the JWT's subject and expiry.
+    pub(crate) fn credential_summary(&self) -> (String, String) {
+        match &self.credential {
+            Credential::Certificate { leaf, .. } => (leaf.serial.clone(), leaf.not_after_text.clone()),
+            Credential::ExtJwt(ext) => (format!("ext-jwt subject {}", ext.subject), epoch_text(ext.expires_at)),
+        }
     }
 
-    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
-        self.key.clone_key()
+    /// The client certificate chain and key, for a certificate identity.
+    pub(crate) fn client_certificate(&self) -> Option<(&[CertificateDer<'static>], PrivateKeyDer<'static>)> {
+        match &self.credential {
+            Credential::Certificate { cert_chain, key, .. } => Some((cert_chain, key.clone_key())),
+            Credential::ExtJwt(_) => None,
+        }
+    }
+
+    /// The external JWT, for an ext-jwt identity.
+    pub(crate) fn ext_jwt(&self) -> Option<&ExtJwt> {
+        match &self.credential {
+            Credential::ExtJwt(ext) => Some(ext),
+            Credential::Certificate { .. } => None,
+        }
     }
 
     /// The CAs this identity trusts for the controller and the routers (`id.ca`).
     pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
         &self.ca
     }
-
-    pub(crate) fn ca(&self) -> &[CertificateDer<'static>] {
-        &self.ca
-    }
 }
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity")
-            .field("api_urls", &self.api_urls.iter().map(reqwest::Url::as_str).collect::<Vec<_>>())
-            .field("cert_chain_len", &self.cert_chain.len())
-            .field("key", &"<redacted>")
-            .field("ca_len", &self.ca.len())
+        let mut out = f.debug_struct("Identity");
+        out.field("api_urls", &self.api_urls.iter().map(reqwest::Url::as_str).collect::<Vec<_>>());
+        match &self.credential {
+            Credential::Certificate { cert_chain, .. } => {
+                out.field("cert_chain_len", &cert_chain.len()).field("key", &"<redacted>");
+            }
+            Credential::ExtJwt(ext) => {
+                out.field("ext_jwt", &"<redacted>")
+                    .field("ext_jwt_subject", &ext.subject)
+                    .field("ext_jwt_expires_at", &ext.expires_at);
+            }
+        }
+        out.field("ca_len", &self.ca.len()).finish()
+    }
+}
+
+impl fmt::Debug for ExtJwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExtJwt")
+            .field("token", &"<redacted>")
+            .field("subject", &self.subject)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
+}
+
+/// A time as RFC 3339 (UTC), for logs.
+fn epoch_text(time: SystemTime) -> String {
+    x509_cert::der::DateTime::from_system_time(time).map_or_else(|_| format!("{time:?}"), |t| t.to_string())
 }
 
 fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, IdentityError> {

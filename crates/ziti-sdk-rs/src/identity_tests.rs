@@ -39,8 +39,8 @@ fn inline(m: &Material) -> Vec<u8> {
 fn inline_pem_identity_loads(#[case] alg: &'static rcgen::SignatureAlgorithm) {
     let identity = Identity::from_json(&inline(&material(alg))).unwrap();
     assert_eq!(identity.api_urls()[0].as_str(), "https://127.0.0.1:1280/");
-    assert_eq!(identity.cert_chain().len(), 1);
-    assert_eq!(identity.ca().len(), 1);
+    assert_eq!(identity.client_certificate().unwrap().0.len(), 1);
+    assert_eq!(identity.ca_certificates().len(), 1);
     crate::tls::client_config(&identity, &[]).expect("usable for TLS");
 }
 
@@ -130,7 +130,7 @@ fn from_pem_takes_a_chain_key_and_ca_held_in_memory() {
         Identity::from_pem(&["https://ctrl.example:1280/"], chain.as_bytes(), m.key.as_bytes(), m.ca.as_bytes())
             .unwrap();
     assert_eq!(identity.api_urls()[0].as_str(), "https://ctrl.example:1280/");
-    assert_eq!(identity.cert_chain().len(), 2, "leaf and intermediate are both presented");
+    assert_eq!(identity.client_certificate().unwrap().0.len(), 2, "leaf and intermediate are both presented");
     assert!(identity.certificate_expires_at() > std::time::SystemTime::now());
     crate::tls::client_config(&identity, &[]).expect("usable for TLS");
 }
@@ -167,4 +167,98 @@ fn handed_out_identity_json_must_hold_its_material_inline() {
         refused.to_string(),
         "identity file field `id.key` names a local file; it must hold its PEM inline (`pem:`)"
     );
+}
+
+/// An unsigned IdP-style JWT for `sub` with expiry `exp` (seconds since the epoch).
+fn idp_jwt(sub: &str, exp: u64) -> String {
+    use base64::Engine;
+    let claims = serde_json::json!({ "iss": "http://127.0.0.1:4444", "sub": sub, "aud": ["openziti"], "exp": exp });
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("eyJhbGciOiJSUzI1NiJ9.{payload}.c2lnbmF0dXJlLW5vdC1jaGVja2Vk")
+}
+
+fn ext_jwt_json(ca: &str, token: &str) -> Vec<u8> {
+    serde_json::json!({ "ztAPI": "https://127.0.0.1:1280", "id": { "ca": ca }, "extJwt": token })
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn an_ext_jwt_identity_loads_from_inline_json_and_answers_with_the_tokens_expiry() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let token = idp_jwt("gateway-idp", 2_000_000_000);
+    let json = ext_jwt_json(&format!("pem:{}", m.ca), &token);
+
+    for identity in [Identity::from_inline_json(&json).unwrap(), Identity::from_json(&json).unwrap()] {
+        assert!(identity.is_ext_jwt());
+        assert_eq!(identity.api_urls()[0].as_str(), "https://127.0.0.1:1280/");
+        assert_eq!(identity.ca_certificates().len(), 1);
+        assert!(identity.client_certificate().is_none(), "no certificate of its own");
+        assert_eq!(
+            identity.certificate_expires_at(),
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000)
+        );
+        assert_eq!(identity.ext_jwt().unwrap().token.as_str(), token);
+    }
+}
+
+#[test]
+fn from_ext_jwt_builds_the_same_identity() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let token = idp_jwt("gateway-idp", 2_000_000_000);
+    let api = reqwest::Url::parse("https://ctrl.example:1280/edge/client/v1").unwrap();
+
+    let identity = Identity::from_ext_jwt(api, m.ca.as_bytes(), Zeroizing::new(token.clone())).unwrap();
+
+    assert_eq!(identity.api_urls()[0].as_str(), "https://ctrl.example:1280/");
+    assert_eq!(identity.ext_jwt().unwrap().subject, "gateway-idp");
+    let plain_http = reqwest::Url::parse("http://ctrl.example:1280").unwrap();
+    let err = Identity::from_ext_jwt(plain_http, m.ca.as_bytes(), Zeroizing::new(token)).unwrap_err();
+    assert!(err.to_string().contains("ztAPI"), "{err}");
+}
+
+#[test]
+fn debug_of_an_ext_jwt_identity_never_shows_the_token() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let token = idp_jwt("gateway-idp", 2_000_000_000);
+    let identity = Identity::from_inline_json(&ext_jwt_json(&format!("pem:{}", m.ca), &token)).unwrap();
+
+    let debug = format!("{identity:?} {:?}", identity.ext_jwt().unwrap());
+
+    let payload = token.split('.').nth(1).unwrap();
+    assert!(!debug.contains(payload) && !debug.contains("c2lnbmF0dXJl"), "{debug}");
+    assert!(debug.contains("<redacted>") && debug.contains("gateway-idp"), "{debug}");
+}
+
+#[test]
+fn bad_ext_jwt_identities_are_refused_naming_the_field_never_the_token() {
+    let m = material(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let ca = format!("pem:{}", m.ca);
+    let secret = "sEcReT-oPaQuE-tOkEn-value";
+    let no_exp = {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"gateway-idp"}"#);
+        format!("e30.{payload}.{secret}")
+    };
+    let with_cert = serde_json::json!({
+        "ztAPI": "https://127.0.0.1:1280",
+        "id": { "ca": ca, "cert": format!("pem:{}", m.cert), "key": format!("pem:{}", m.key) },
+        "extJwt": idp_jwt("gateway-idp", 2_000_000_000)
+    })
+    .to_string();
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (ext_jwt_json(&ca, secret), "extJwt", "not a JWT"),
+        (ext_jwt_json(&ca, &no_exp), "extJwt", "no expiry"),
+        (with_cert.into_bytes(), "extJwt", "one or the other"),
+        (ext_jwt_json("file:///etc/ziti/ca.pem", &idp_jwt("gateway-idp", 2_000_000_000)), "id.ca", "local file"),
+    ];
+    for (json, field, problem) in cases {
+        let err = Identity::from_inline_json(&json).unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(text.contains(field) && text.contains(problem), "{text}");
+        assert!(!text.contains(secret), "the token leaked: {text}");
+    }
+    let no_ca = serde_json::json!({ "ztAPI": "https://127.0.0.1:1280", "id": {}, "extJwt": idp_jwt("x", 1) });
+    let err = Identity::from_inline_json(no_ca.to_string().as_bytes()).unwrap_err();
+    assert!(matches!(err, IdentityError::Missing("id.ca")), "{err:?}");
 }

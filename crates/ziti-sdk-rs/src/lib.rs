@@ -1,5 +1,5 @@
 //! A pure-Rust OpenZiti SDK: load an identity, log in to the controller with its
-//! certificate (OIDC), host services ([`ZitiContext::listen`]) and dial them
+//! certificate or an external IdP's JWT (OIDC), host services ([`ZitiContext::listen`]) and dial them
 //! ([`ZitiContext::dial`]) through edge routers, with end-to-end encryption.
 //!
 //! ```no_run

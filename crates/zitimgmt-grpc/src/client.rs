@@ -19,7 +19,7 @@ use crate::expiry::expires_in;
 use crate::proto;
 use crate::proto::ziti_management_service_client::ZitiManagementServiceClient;
 use crate::rotating_tls::{Connector, client_config};
-use crate::status::{BrokenAnswer, Rpc, code_name, provider_error, resolve_error};
+use crate::status::{BrokenAnswer, CallError, Rpc, code_name, provider_error, resolve_error};
 use crate::tls::{TlsError, client_tls_config};
 
 /// Why a [`ManagementClient`] could not be built. Nothing here needs the server up.
@@ -116,10 +116,13 @@ impl ManagementClient {
     /// Runs one call under the request deadline. The deadline is also sent to the
     /// server (`grpc-timeout`), and enforced here over the whole call, connecting and
     /// reading the answer included.
+    ///
+    /// `token`, when given, is the call's bearer token instead of the configured source's.
     async fn call<M, R, Fut>(
         &self,
         rpc: Rpc,
         message: M,
+        token: Option<&str>,
         send: impl FnOnce(ZitiManagementServiceClient<Channel>, Request<M>) -> Fut,
     ) -> Result<R, Status>
     where
@@ -127,7 +130,9 @@ impl ManagementClient {
     {
         let mut request = Request::new(message);
         request.set_timeout(self.request_timeout);
-        if let Some(source) = &self.bearer_token {
+        if let Some(token) = token {
+            request.metadata_mut().insert("authorization", bearer_value(token)?);
+        } else if let Some(source) = &self.bearer_token {
             request.metadata_mut().insert("authorization", bearer(source.as_ref())?);
         }
         tracing::debug!(rpc = rpc.as_str(), target = %self.target, "calling ziti-management");
@@ -152,6 +157,62 @@ fn bearer(source: &dyn BearerTokenSource) -> Result<MetadataValue<Ascii>, Status
         .map_err(|_| Status::unavailable("the bearer token is not printable ASCII"))
 }
 
+/// The `authorization` value for a token given to one call (never shown in the error).
+fn bearer_value(token: &str) -> Result<MetadataValue<Ascii>, Status> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Status::invalid_argument("the bearer token is empty"));
+    }
+    MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| Status::invalid_argument("the bearer token is not printable ASCII"))
+}
+
+/// The caller's own OpenZiti identity, as `ProvisionIdentity` made it exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedIdentity {
+    /// The identity's id on the controller.
+    pub ziti_identity_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its external id: the token's principal claim, which the controller matches on login.
+    pub external_id: String,
+    /// The role attributes it has now (without `#`).
+    pub role_attributes: Vec<String>,
+    /// Whether this call created it (else it updated it).
+    pub created: bool,
+}
+
+impl ManagementClient {
+    /// Asks ziti-management to make the caller's own identity exist, the caller being
+    /// named by `token`, its identity provider's JWT (sent as `authorization: Bearer`
+    /// for this call only, never logged). Call [`CallError::status`] for the code:
+    /// PERMISSION_DENIED when the server does not take the token as an IdP token,
+    /// FAILED_PRECONDITION when an identity with that external id exists that
+    /// ziti-management did not provision, UNIMPLEMENTED when it does not provision.
+    pub async fn provision_identity(&self, token: &str) -> Result<ProvisionedIdentity, CallError> {
+        let rpc = Rpc::ProvisionIdentity;
+        let answer = self
+            .call(rpc, proto::ProvisionIdentityRequest {}, Some(token), |mut client, request| async move {
+                client.provision_identity(request).await
+            })
+            .await
+            .map_err(|status| CallError::new(rpc, status, &self.target))?;
+        tracing::debug!(
+            rpc = rpc.as_str(),
+            identity = %answer.ziti_identity_id,
+            created = answer.created,
+            "provisioned the caller's identity"
+        );
+        Ok(ProvisionedIdentity {
+            ziti_identity_id: answer.ziti_identity_id,
+            name: answer.name,
+            external_id: answer.external_id,
+            role_attributes: answer.role_attributes,
+            created: answer.created,
+        })
+    }
+}
+
 /// The same authority over `http://`, for a channel whose connector does the TLS.
 fn plain_uri(uri: &Uri) -> Result<Uri, tonic::codegen::http::Error> {
     let authority = uri.authority().map(|authority| authority.as_str()).unwrap_or_default();
@@ -166,8 +227,10 @@ impl IdentityProvider for ManagementClient {
             ServiceType::Gateway => proto::ServiceType::Gateway,
         };
         let message = proto::RequestServiceIdentityRequest { service_type: service_type.into() };
-        let answer = self
-            .call(rpc, message, |mut client, request| async move { client.request_service_identity(request).await })
+        let answer =
+            self.call(rpc, message, None, |mut client, request| async move {
+                client.request_service_identity(request).await
+            })
             .await
             .map_err(|status| provider_error(rpc, status, &self.target))?;
         // Never Debug-print `answer`: prost's Debug would show the identity's private key.
@@ -194,7 +257,7 @@ impl IdentityProvider for ManagementClient {
         let rpc = Rpc::ExtendIdentityLease;
         let message = proto::ExtendIdentityLeaseRequest { ziti_identity_id: id.as_str().to_owned() };
         let answer = self
-            .call(rpc, message, |mut client, request| async move { client.extend_identity_lease(request).await })
+            .call(rpc, message, None, |mut client, request| async move { client.extend_identity_lease(request).await })
             .await
             .map_err(|status| provider_error(rpc, status, &self.target))?;
         let expires_in =
@@ -206,8 +269,10 @@ impl IdentityProvider for ManagementClient {
     async fn release(&self, id: &IdentityId) -> Result<(), ProviderError> {
         let rpc = Rpc::ReleaseServiceIdentity;
         let message = proto::ReleaseServiceIdentityRequest { ziti_identity_id: id.as_str().to_owned() };
-        let answer = self
-            .call(rpc, message, |mut client, request| async move { client.release_service_identity(request).await })
+        let answer =
+            self.call(rpc, message, None, |mut client, request| async move {
+                client.release_service_identity(request).await
+            })
             .await;
         match answer {
             Ok(_) => {
@@ -251,7 +316,7 @@ impl IdentityResolver for ManagementClient {
             (None, None) => return Err(ResolveError::NotFound),
         };
         let answer = self
-            .call(rpc, message, |mut client, request| async move { client.resolve_identity(request).await })
+            .call(rpc, message, None, |mut client, request| async move { client.resolve_identity(request).await })
             .await
             .map_err(|status| resolve_error(status, &self.target))?;
         let principal = [answer.principal, answer.name].into_iter().find(|candidate| !candidate.is_empty());

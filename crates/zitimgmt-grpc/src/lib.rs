@@ -1,6 +1,7 @@
 //! ziti-management over gRPC: [`ManagementClient`] implements the domain's
 //! `IdentityProvider` and `IdentityResolver` ports against the contract in
-//! `proto/zitimgmt/v1/zitimgmt.proto`.
+//! `proto/zitimgmt/v1/zitimgmt.proto`, and provisions a caller's own identity from its
+//! IdP token ([`ManagementClient::provision_identity`]).
 
 mod client;
 mod config;
@@ -9,7 +10,7 @@ mod rotating_tls;
 mod status;
 mod tls;
 
-pub use client::{ClientError, ManagementClient};
+pub use client::{ClientError, ManagementClient, ProvisionedIdentity};
 pub use config::{
     BearerTokenSource, ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT,
     ManagementConfig, TlsMaterial, is_loopback_host,

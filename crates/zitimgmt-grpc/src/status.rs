@@ -14,6 +14,7 @@ pub(crate) enum Rpc {
     RequestServiceIdentity,
     ExtendIdentityLease,
     ReleaseServiceIdentity,
+    ProvisionIdentity,
 }
 
 impl Rpc {
@@ -23,6 +24,7 @@ impl Rpc {
             Self::RequestServiceIdentity => "RequestServiceIdentity",
             Self::ExtendIdentityLease => "ExtendIdentityLease",
             Self::ReleaseServiceIdentity => "ReleaseServiceIdentity",
+            Self::ProvisionIdentity => "ProvisionIdentity",
         }
     }
 }
@@ -93,9 +95,20 @@ pub struct CallError {
 }
 
 impl CallError {
+    pub(crate) fn new(rpc: Rpc, status: Status, target: &str) -> Self {
+        Self { rpc, status, target: target.to_owned() }
+    }
+
     /// The status the call ended with.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+}
+
+/// A failed call as the identity-source port sees it: retried when transient.
+impl From<CallError> for ProviderError {
+    fn from(CallError { rpc, status, target }: CallError) -> Self {
+        provider_error(rpc, status, &target)
     }
 }
 

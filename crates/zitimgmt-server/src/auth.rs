@@ -7,6 +7,8 @@
 pub mod jwt;
 pub mod spiffe;
 
+use std::sync::Arc;
+
 use thiserror::Error;
 use tonic::Request;
 use tonic::metadata::MetadataMap;
@@ -51,18 +53,41 @@ impl Authenticator {
 
     /// The principal of a call.
     pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, AuthError> {
+        self.authenticate_caller(request).await.map(|caller| caller.principal)
+    }
+
+    /// The principal of a call, with the verified claims of its bearer token when it
+    /// was authenticated by one.
+    pub async fn authenticate_caller<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
         if let Some(token) = bearer(request.metadata())? {
             let Some(verifier) = &self.jwt else { return Err(AuthError::BearerNotAccepted) };
-            return verifier.verify(token).await.map(Principal::Jwt).map_err(AuthError::Token);
+            let verified = verifier.verify_claims(token).await.map_err(AuthError::Token)?;
+            return Ok(Caller {
+                principal: Principal::Jwt(verified.principal),
+                claims: Some(Arc::new(verified.claims)),
+            });
         }
-        if self.spiffe
+        let principal = if self.spiffe
             && let Some(certificates) = request.peer_certs()
             && let Some(principal) = certificates.first().and_then(spiffe::principal_of)
         {
-            return Ok(principal);
-        }
-        if self.anonymous { Ok(Principal::Anonymous) } else { Err(AuthError::NoCredentials) }
+            principal
+        } else if self.anonymous {
+            Principal::Anonymous
+        } else {
+            return Err(AuthError::NoCredentials);
+        };
+        Ok(Caller { principal, claims: None })
     }
+}
+
+/// An authenticated call's caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who is calling.
+    pub principal: Principal,
+    /// The claims of the verified bearer token, for a [`Principal::Jwt`] caller only.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// The bearer token of `authorization`, if the call sent one.

@@ -51,7 +51,17 @@ pub const VARIABLES: &[&str] = &[
     "ZITI_MGMT_JWT_JWKS_FILE",
     "ZITI_MGMT_JWT_JWKS_CA",
     "ZITI_MGMT_JWT_PRINCIPAL_CLAIM",
+    "ZITI_MGMT_PROVISION_AUTH_POLICY",
+    "ZITI_MGMT_PROVISION_ROLES_CLAIM",
+    "ZITI_MGMT_PROVISION_IDLE",
 ];
+
+/// The claim whose values are mapped to provisioned identities' role attributes,
+/// unless configured: the scopes granted, as Hydra names them.
+pub const DEFAULT_PROVISION_ROLES_CLAIM: &str = "scp";
+
+/// How long a provisioned identity may go unused before it is deleted, unless configured.
+pub const DEFAULT_PROVISION_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The claim of a verified JWT that names its principal, unless configured.
 pub const DEFAULT_PRINCIPAL_CLAIM: &str = "sub";
@@ -101,6 +111,17 @@ pub enum ConfigError {
         "ZITI_MGMT_GATEWAY_ROLE_ATTRIBUTES cannot be used with ZITI_MGMT_POLICY_FILE: the policy grants role attributes"
     )]
     RoleAttributesBesidePolicy,
+    #[error(
+        "provisioning needs both ZITI_MGMT_PROVISION_AUTH_POLICY and a [provision] table in ZITI_MGMT_POLICY_FILE: \
+         {given} is given, {missing} is not"
+    )]
+    ProvisionHalf { given: &'static str, missing: &'static str },
+    #[error("{variable} is set, but provisioning is off (set ZITI_MGMT_PROVISION_AUTH_POLICY to turn it on)")]
+    ProvisionNotEnabled { variable: &'static str },
+    #[error(
+        "ZITI_MGMT_PROVISION_AUTH_POLICY is set, but ZITI_MGMT_AUTH_METHODS does not include jwt: provisioning serves callers of the jwt method"
+    )]
+    ProvisionNeedsJwt,
 }
 
 impl From<InvalidValue> for ConfigError {
@@ -138,6 +159,19 @@ impl fmt::Debug for GrpcTls {
     }
 }
 
+/// Identities provisioned from IdP tokens (`ZITI_MGMT_PROVISION_*` and the policy's `[provision]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionSettings {
+    /// The name of the controller auth policy provisioned identities get, e.g. `idp-jwt`.
+    pub auth_policy: String,
+    /// The claim whose values are mapped to role attributes, e.g. `scp`.
+    pub roles_claim: String,
+    /// Provisioned identities unused this long are deleted.
+    pub idle: Duration,
+    /// The role attributes the claim may grant (the policy's `[provision]` table).
+    pub role_attributes: Vec<String>,
+}
+
 /// How callers are authenticated (`ZITI_MGMT_AUTH_METHODS` and each method's settings).
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -169,6 +203,8 @@ pub struct Config {
     /// Who may ask for what (`ZITI_MGMT_POLICY_FILE`, or anonymous callers may request
     /// gateway identities when `none` is the only method).
     pub policy: Arc<Policy>,
+    /// Identities provisioned from IdP tokens, when enabled.
+    pub provision: Option<ProvisionSettings>,
 }
 
 impl Config {
@@ -218,6 +254,9 @@ struct Raw {
     ziti_mgmt_jwt_jwks_file: Option<Value>,
     ziti_mgmt_jwt_jwks_ca: Option<Value>,
     ziti_mgmt_jwt_principal_claim: Option<Value>,
+    ziti_mgmt_provision_auth_policy: Option<Value>,
+    ziti_mgmt_provision_roles_claim: Option<Value>,
+    ziti_mgmt_provision_idle: Option<Value>,
 }
 
 impl Config {
@@ -312,6 +351,7 @@ impl Raw {
                 parse_bool,
             )?,
             policy: Arc::new(Policy::anonymous_gateway(Vec::new())),
+            provision: None,
         };
         if config.serves_plaintext_on_network() && !config.insecure {
             return Err(ConfigError::PlaintextOnNetwork { addr: config.grpc_addr });
@@ -341,8 +381,59 @@ impl Raw {
                 return Err(ConfigError::MethodNeeds { method, required: "ZITI_MGMT_POLICY_FILE" });
             }
         };
-        Ok(Config { policy: Arc::new(policy), ..config })
+        let provision = provision_settings(
+            &policy,
+            config.auth.jwt.is_some(),
+            self.ziti_mgmt_provision_auth_policy,
+            self.ziti_mgmt_provision_roles_claim,
+            self.ziti_mgmt_provision_idle,
+        )?;
+        Ok(Config { policy: Arc::new(policy), provision, ..config })
     }
+}
+
+/// Provisioning is on when `ZITI_MGMT_PROVISION_AUTH_POLICY` is set, which needs the
+/// `jwt` method and the policy's `[provision]` table (and the reverse).
+fn provision_settings(
+    policy: &Policy,
+    jwt: bool,
+    auth_policy: Option<Value>,
+    roles_claim: Option<Value>,
+    idle: Option<Value>,
+) -> Result<Option<ProvisionSettings>, ConfigError> {
+    const AUTH_POLICY: &str = "ZITI_MGMT_PROVISION_AUTH_POLICY";
+    const TABLE: &str = "the policy's [provision] table";
+    let auth_policy = parse_optional(AUTH_POLICY, auth_policy, parse_non_empty)?;
+    let Some(auth_policy) = auth_policy else {
+        for (variable, value) in
+            [("ZITI_MGMT_PROVISION_ROLES_CLAIM", &roles_claim), ("ZITI_MGMT_PROVISION_IDLE", &idle)]
+        {
+            if value.is_some() {
+                return Err(ConfigError::ProvisionNotEnabled { variable });
+            }
+        }
+        if policy.provision().is_some() {
+            return Err(ConfigError::ProvisionHalf { given: TABLE, missing: AUTH_POLICY });
+        }
+        return Ok(None);
+    };
+    if !jwt {
+        return Err(ConfigError::ProvisionNeedsJwt);
+    }
+    let Some(table) = policy.provision() else {
+        return Err(ConfigError::ProvisionHalf { given: AUTH_POLICY, missing: TABLE });
+    };
+    Ok(Some(ProvisionSettings {
+        auth_policy,
+        roles_claim: parse_or(
+            "ZITI_MGMT_PROVISION_ROLES_CLAIM",
+            roles_claim,
+            DEFAULT_PROVISION_ROLES_CLAIM.to_owned(),
+            parse_non_empty,
+        )?,
+        idle: parse_or("ZITI_MGMT_PROVISION_IDLE", idle, DEFAULT_PROVISION_IDLE, positive)?,
+        role_attributes: table.role_attributes.clone(),
+    }))
 }
 
 /// The methods of `ZITI_MGMT_AUTH_METHODS`.

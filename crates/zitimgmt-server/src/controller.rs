@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio::sync::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
-pub use identities::{Identity, IdentityPage, NewIdentity};
+pub use identities::{ExternalIdentity, Identity, IdentityPage, NewIdentity};
 
 use crate::config::Password;
 

@@ -3,7 +3,8 @@
 //!
 //! One module per concept: [`config`], the [`controller`] client, [`enrollment`]
 //! (with its [`ca_bundle`]), [`lease`] tags, the [`reaper`], the gRPC [`service`],
-//! the [`admin`] listener, [`metrics`], the caller [`policy`], and the [`server`] wiring.
+//! the [`admin`] listener, [`metrics`], the caller [`policy`], identities [`provision`]ed from
+//! IdP tokens, and the [`server`] wiring.
 
 pub mod admin;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod enrollment;
 pub mod lease;
 pub mod metrics;
 pub mod policy;
+pub mod provision;
 pub mod reaper;
 pub mod server;
 pub mod service;

@@ -15,6 +15,15 @@
 //! A rule with `service_types = []` makes a principal known without issuing it
 //! anything: it may resolve identities (the gateway's callers), nothing more.
 //!
+//! An optional `[provision]` table lists the role attributes that identities
+//! provisioned from identity-provider tokens may be given (see [`crate::provision`]);
+//! claim values outside it are not applied. With it, the `[[allow]]` rules may be left out:
+//!
+//! ```toml
+//! [provision]
+//! role_attributes = ["gateway-hosts", "gateway-clients"]
+//! ```
+//!
 //! Every mistake in the file is reported with the file, the line and the key, so that
 //! the server refuses to start on a policy that does not say what its author meant.
 
@@ -39,10 +48,21 @@ pub const SERVICE_TYPES: &[&str] = &["gateway"];
 /// The keys of a rule; each rule has exactly one of the first three.
 const RULE_KEYS: &[&str] = &["spiffe_id", "jwt_claim", "anonymous", "service_types", "role_attributes"];
 
+/// The keys of the `[provision]` table.
+const PROVISION_KEYS: &[&str] = &["role_attributes"];
+
 /// A caller policy: an ordered list of rules, the first match wins.
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
+    provision: Option<ProvisionPolicy>,
+}
+
+/// The `[provision]` table: what identities provisioned from IdP tokens may get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionPolicy {
+    /// The role attributes a token's roles claim may grant; other values are not applied.
+    pub role_attributes: Vec<String>,
 }
 
 /// What a matching rule grants: the role attributes of the identity issued.
@@ -128,12 +148,22 @@ impl Policy {
                 return Err(invalid(span, problem));
             }
         };
-        rules(document).map(|rules| Self { rules }).map_err(|Located { span, problem }| invalid(span, problem))
+        rules(document)
+            .map(|(rules, provision)| Self { rules, provision })
+            .map_err(|Located { span, problem }| invalid(span, problem))
     }
 
     /// The policy when no file is given: anonymous callers may request a gateway identity with these attributes.
     pub fn anonymous_gateway(role_attributes: Vec<String>) -> Self {
-        Self { rules: vec![Rule { who: Who::Anonymous, service_types: vec!["gateway".to_owned()], role_attributes }] }
+        Self {
+            rules: vec![Rule { who: Who::Anonymous, service_types: vec!["gateway".to_owned()], role_attributes }],
+            provision: None,
+        }
+    }
+
+    /// The `[provision]` table, when the policy has one.
+    pub fn provision(&self) -> Option<&ProvisionPolicy> {
+        self.provision.as_ref()
     }
 
     /// The first rule that matches both the principal and the service type.
@@ -258,18 +288,24 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-fn rules(document: Node) -> Result<Vec<Rule>, Located> {
+fn rules(document: Node) -> Result<(Vec<Rule>, Option<ProvisionPolicy>), Located> {
     let Node::Table(entries) = document else {
         return Err(at(&(0..0), "expected a table of [[allow]] rules".to_owned()));
     };
     let mut allow = None;
+    let mut provision = None;
     for (key, value) in entries {
-        if key != "allow" {
-            return Err(at(&value.span(), format!("unknown key {key:?} (known: allow)")));
+        match key.as_str() {
+            "allow" => allow = Some(value),
+            "provision" => provision = Some(provision_table(value)?),
+            _ => return Err(at(&value.span(), format!("unknown key {key:?} (known: allow, provision)"))),
         }
-        allow = Some(value);
     }
     let Some(allow) = allow else {
+        // Provisioning serves callers of its own (any verified token): rules are optional then.
+        if provision.is_some() {
+            return Ok((Vec::new(), provision));
+        }
         return Err(at(&(0..0), "no [[allow]] rules; with none, nobody could be served".to_owned()));
     };
     let span = allow.span();
@@ -279,7 +315,33 @@ fn rules(document: Node) -> Result<Vec<Rule>, Located> {
     if items.is_empty() {
         return Err(at(&span, "allow: no rules; with none, nobody could be served".to_owned()));
     }
-    items.into_iter().map(rule).collect()
+    let rules = items.into_iter().map(rule).collect::<Result<_, _>>()?;
+    Ok((rules, provision))
+}
+
+fn provision_table(value: Spanned<Node>) -> Result<ProvisionPolicy, Located> {
+    let span = value.span();
+    let node = value.into_inner();
+    let Node::Table(entries) = node else {
+        return Err(at(&span, format!("provision: expected a [provision] table, not {}", node.kind())));
+    };
+    let mut role_attributes = None;
+    for (key, value) in entries {
+        match key.as_str() {
+            "role_attributes" => role_attributes = Some(role_attribute_list(value)?),
+            _ => {
+                let known = PROVISION_KEYS.join(", ");
+                return Err(at(&value.span(), format!("provision: unknown key {key:?} (known: {known})")));
+            }
+        }
+    }
+    let Some(role_attributes) = role_attributes else {
+        return Err(at(
+            &span,
+            "provision: role_attributes missing; list the role attributes tokens may grant (may be [])".to_owned(),
+        ));
+    };
+    Ok(ProvisionPolicy { role_attributes })
 }
 
 fn rule(item: Spanned<Node>) -> Result<Rule, Located> {

@@ -29,6 +29,7 @@ use crate::config::{Config, GrpcTls};
 use crate::controller::{Controller, ControllerError};
 use crate::lease::Leases;
 use crate::metrics::Metrics;
+use crate::provision::{ProvisionError, Provisioner};
 use crate::reaper::Reaper;
 use crate::service::ManagementService;
 
@@ -58,6 +59,8 @@ pub enum StartError {
     Jwt(#[from] JwtError),
     #[error("the gRPC TLS settings are unusable: {0}")]
     Tls(String),
+    #[error("provisioning cannot start: {0}")]
+    Provision(#[source] ProvisionError),
 }
 
 /// Starts everything and serves until `shutdown` resolves.
@@ -108,15 +111,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let jwt = config.auth.jwt.clone().map(JwtVerifier::new).transpose()?;
     let authenticator = Authenticator::new(jwt, spiffe.is_some(), config.auth.none);
-    let service =
+    let mut service =
         ManagementService::new(controller.clone(), leases, metrics.clone(), authenticator, config.policy.clone());
+    if let Some(settings) = &config.provision {
+        let provisioner = Arc::new(Provisioner::new(controller.clone(), settings.clone()));
+        // A missing auth policy is a configuration mistake: say so now. A controller
+        // that cannot be asked yet is asked again on the first call.
+        match provisioner.auth_policy_id().await {
+            Ok(_) => {}
+            Err(err @ ProvisionError::NoAuthPolicy { .. }) => return Err(StartError::Provision(err)),
+            Err(err) => tracing::warn!(%err, "cannot look up the provisioning auth policy yet; trying on first use"),
+        }
+        service = service.with_provisioner(provisioner);
+    }
     let tls = match &config.grpc_tls {
         Some(tls) => Some(tls_acceptor(tls, spiffe.clone(), provider)?),
         None => None,
     };
 
     let stop = CancellationToken::new();
-    let reaper = Reaper::new(controller.clone(), metrics.clone(), config.reaper_interval);
+    let mut reaper = Reaper::new(controller.clone(), metrics.clone(), config.reaper_interval);
+    if let Some(settings) = &config.provision {
+        reaper = reaper.with_provisioned_idle(settings.idle);
+    }
     let reaper = tokio::spawn(reaper.run(stop.clone().cancelled_owned()));
     let admin = tokio::spawn(serve_admin(admin, controller, metrics, stop.clone().cancelled_owned()));
 
@@ -129,6 +146,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tls = config.grpc_tls.is_some(),
         auth = %methods(&config),
         policy_rules = config.policy.rule_count(),
+        provision_auth_policy = config.provision.as_ref().map(|settings| settings.auth_policy.as_str()),
+        provision_idle = config.provision.as_ref().map(|settings| humantime::format_duration(settings.idle).to_string()),
         "ziti-management serving"
     );
     let routes = Server::builder().add_service(ZitiManagementServiceServer::new(service));

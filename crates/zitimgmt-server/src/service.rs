@@ -6,6 +6,9 @@
 //! |---|---|
 //! | no credentials, or credentials that do not verify | `UNAUTHENTICATED` |
 //! | a principal the policy does not allow this | `PERMISSION_DENIED` |
+//! | provisioning asked by a caller not authenticated by an IdP token | `PERMISSION_DENIED` |
+//! | provisioning over an identity with the caller's external id that this server did not provision | `FAILED_PRECONDITION` |
+//! | provisioning not enabled on this server | `UNIMPLEMENTED` |
 //! | unknown or unspecified service type, no id or name given | `INVALID_ARGUMENT` |
 //! | no such identity (resolve), no such live lease of this server held by the caller (extend, release) | `NOT_FOUND` |
 //! | controller unreachable, 5xx or 429, admin login refused | `UNAVAILABLE` |
@@ -18,18 +21,19 @@ use std::time::Instant;
 use tonic::{Code, Request, Response, Status};
 use zitimgmt_grpc::proto::ziti_management_service_server::ZitiManagementService;
 use zitimgmt_grpc::proto::{
-    ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse, ReleaseServiceIdentityRequest,
-    ReleaseServiceIdentityResponse, RequestServiceIdentityRequest, RequestServiceIdentityResponse,
-    ResolveIdentityRequest, ResolveIdentityResponse, ServiceType,
+    ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse, ProvisionIdentityRequest, ProvisionIdentityResponse,
+    ReleaseServiceIdentityRequest, ReleaseServiceIdentityResponse, RequestServiceIdentityRequest,
+    RequestServiceIdentityResponse, ResolveIdentityRequest, ResolveIdentityResponse, ServiceType,
 };
 
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, Caller, Principal};
 use crate::ca_bundle::CaBundleError;
 use crate::controller::{Controller, ControllerError, Identity};
 use crate::enrollment::{Enroller, EnrollmentError, ServiceProfile};
 use crate::lease::{LeaseError, Leases, holder, is_managed};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::provision::{ProvisionError, Provisioner};
 
 #[derive(Debug, Clone)]
 pub struct ManagementService {
@@ -39,6 +43,7 @@ pub struct ManagementService {
     metrics: Arc<Metrics>,
     authenticator: Authenticator,
     policy: Arc<Policy>,
+    provisioner: Option<Arc<Provisioner>>,
 }
 
 impl ManagementService {
@@ -50,7 +55,12 @@ impl ManagementService {
         policy: Arc<Policy>,
     ) -> Self {
         let enroller = Arc::new(Enroller::new(controller.clone(), leases.ttl()));
-        Self { controller, enroller, leases, metrics, authenticator, policy }
+        Self { controller, enroller, leases, metrics, authenticator, policy, provisioner: None }
+    }
+
+    /// Serves `ProvisionIdentity` with this provisioner (else it is UNIMPLEMENTED).
+    pub fn with_provisioner(self, provisioner: Arc<Provisioner>) -> Self {
+        Self { provisioner: Some(provisioner), ..self }
     }
 
     /// Authenticates one call and runs it, counting it by method, code and principal
@@ -59,11 +69,11 @@ impl ManagementService {
         &self,
         method: &'static str,
         request: Request<M>,
-        call: impl AsyncFnOnce(Principal, M) -> Result<T, Status>,
+        call: impl AsyncFnOnce(Caller, M) -> Result<T, Status>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
-        let (class, result) = match self.authenticator.authenticate(&request).await {
-            Ok(principal) => (principal.class(), call(principal, request.into_inner()).await),
+        let (class, result) = match self.authenticator.authenticate_caller(&request).await {
+            Ok(caller) => (caller.principal.class(), call(caller, request.into_inner()).await),
             Err(err) if err.is_unavailable() => {
                 tracing::warn!(method, %err, "cannot authenticate the caller");
                 ("unauthenticated", Err(Status::unavailable("cannot check the bearer token now; try again later")))
@@ -178,6 +188,49 @@ impl ManagementService {
         );
         Ok(ReleaseServiceIdentityResponse {})
     }
+
+    async fn provision(
+        &self,
+        caller: Caller,
+        _request: ProvisionIdentityRequest,
+    ) -> Result<ProvisionIdentityResponse, Status> {
+        let Some(provisioner) = &self.provisioner else {
+            return Err(Status::unimplemented(
+                "this ziti-management does not provision identities (ZITI_MGMT_PROVISION_AUTH_POLICY is not set)",
+            ));
+        };
+        let principal = &caller.principal;
+        let (Principal::Jwt(external_id), Some(claims)) = (principal, &caller.claims) else {
+            tracing::info!(target: AUDIT, event = "identity.provision_refused", %principal, reason = "not an IdP token", "refused");
+            return Err(Status::permission_denied(format!(
+                "{principal} may not provision an identity: only callers authenticated by their identity provider's \
+                 bearer token may"
+            )));
+        };
+        let provisioned = provisioner.provision(external_id, claims).await.map_err(|err| {
+            if let ProvisionError::NotProvisioned { id, .. } | ProvisionError::NameTaken { name: id } = &err {
+                tracing::info!(target: AUDIT, event = "identity.provision_refused", %principal, identity = %id, reason = %err, "refused");
+            }
+            provision_status(&err)
+        })?;
+        let event = if provisioned.created { "identity.provisioned" } else { "identity.provision_updated" };
+        tracing::info!(
+            target: AUDIT,
+            event,
+            %principal,
+            identity = %provisioned.id,
+            role_attributes = ?provisioned.role_attributes,
+            refused_role_attributes = ?provisioned.refused_roles,
+            "identity provisioned from the caller's token"
+        );
+        Ok(ProvisionIdentityResponse {
+            ziti_identity_id: provisioned.id,
+            name: provisioned.name,
+            external_id: provisioned.external_id,
+            role_attributes: provisioned.role_attributes,
+            created: provisioned.created,
+        })
+    }
 }
 
 /// The `tracing` target of the audit log: one line per issuance, refusal and release,
@@ -199,7 +252,7 @@ impl ZitiManagementService for ManagementService {
         &self,
         request: Request<ResolveIdentityRequest>,
     ) -> Result<Response<ResolveIdentityResponse>, Status> {
-        self.observed("ResolveIdentity", request, async |principal, message| self.resolve(principal, message).await)
+        self.observed("ResolveIdentity", request, async |caller, message| self.resolve(caller.principal, message).await)
             .await
     }
 
@@ -207,8 +260,8 @@ impl ZitiManagementService for ManagementService {
         &self,
         request: Request<RequestServiceIdentityRequest>,
     ) -> Result<Response<RequestServiceIdentityResponse>, Status> {
-        self.observed("RequestServiceIdentity", request, async |principal, message| {
-            self.request_identity(principal, message).await
+        self.observed("RequestServiceIdentity", request, async |caller, message| {
+            self.request_identity(caller.principal, message).await
         })
         .await
     }
@@ -217,18 +270,27 @@ impl ZitiManagementService for ManagementService {
         &self,
         request: Request<ExtendIdentityLeaseRequest>,
     ) -> Result<Response<ExtendIdentityLeaseResponse>, Status> {
-        self.observed("ExtendIdentityLease", request, async |principal, message| self.extend(principal, message).await)
-            .await
+        self.observed("ExtendIdentityLease", request, async |caller, message| {
+            self.extend(caller.principal, message).await
+        })
+        .await
     }
 
     async fn release_service_identity(
         &self,
         request: Request<ReleaseServiceIdentityRequest>,
     ) -> Result<Response<ReleaseServiceIdentityResponse>, Status> {
-        self.observed("ReleaseServiceIdentity", request, async |principal, message| {
-            self.release(principal, message).await
+        self.observed("ReleaseServiceIdentity", request, async |caller, message| {
+            self.release(caller.principal, message).await
         })
         .await
+    }
+
+    async fn provision_identity(
+        &self,
+        request: Request<ProvisionIdentityRequest>,
+    ) -> Result<Response<ProvisionIdentityResponse>, Status> {
+        self.observed("ProvisionIdentity", request, async |caller, message| self.provision(caller, message).await).await
     }
 }
 
@@ -257,6 +319,20 @@ pub const INTERNAL_MESSAGE: &str = "ziti-management could not complete the call;
 fn controller_status(err: &ControllerError) -> Status {
     tracing::warn!(%err, "controller call failed");
     if err.is_unavailable() { Status::unavailable(UNAVAILABLE_MESSAGE) } else { Status::internal(INTERNAL_MESSAGE) }
+}
+
+fn provision_status(err: &ProvisionError) -> Status {
+    match err {
+        ProvisionError::NotProvisioned { .. } | ProvisionError::NameTaken { .. } => {
+            Status::failed_precondition(err.to_string())
+        }
+        // The operator's to fix (the name of a missing auth policy is no secret).
+        ProvisionError::NoAuthPolicy { .. } => {
+            tracing::warn!(%err, "cannot provision");
+            Status::failed_precondition(err.to_string())
+        }
+        ProvisionError::Controller(err) => controller_status(err),
+    }
 }
 
 fn lease_status(err: &LeaseError) -> Status {

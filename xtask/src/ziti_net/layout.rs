@@ -64,6 +64,10 @@ impl Layout {
     pub fn spire_dir(&self) -> PathBuf {
         self.home.join("spire")
     }
+    /// ORY Hydra's config and log, and the secrets of the clients `ziti-up` made in it.
+    pub fn hydra_dir(&self) -> PathBuf {
+        self.home.join("hydra")
+    }
     pub fn log(&self, process: &str) -> PathBuf {
         self.home.join(format!("{process}.log"))
     }

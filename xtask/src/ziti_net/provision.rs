@@ -13,7 +13,8 @@ use super::process::spawn_detached;
 /// The attribute ziti-management gives gateway identities by default (and `ziti-up`
 /// gives the gateway's SPIFFE identity).
 pub const HOSTS_ROLE: &str = "gateway-hosts";
-const CLIENTS_ROLE: &str = "gateway-clients";
+/// The attribute of identities allowed to dial the gateway's service.
+pub const CLIENTS_ROLE: &str = "gateway-clients";
 
 /// The password `ziti edge quickstart` gives the admin when none is passed (it reads
 /// one from no variable or file, and its command line is readable by every local

@@ -391,3 +391,76 @@ fn a_token_file_must_hold_a_token_and_is_named_when_it_does_not() {
     assert!(err.to_string().contains("cannot read the token file"), "{err}");
     assert!(!err.to_string().contains("eyJ"), "{err}");
 }
+
+/// The settings of a gateway whose identity is an IdP token, with the controller given.
+fn jwt_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ZITI_ENABLED", "true"),
+        ("ZITI_MANAGEMENT_INSECURE", "true"),
+        ("ZITI_IDENTITY_SOURCE", "jwt"),
+        ("ZITI_CONTROLLER_URL", "https://127.0.0.1:1280"),
+        ("ZITI_CONTROLLER_CA", "ca.pem"),
+    ]
+}
+
+fn jwt_files() -> Vec<(&'static str, String)> {
+    vec![("ca.pem", rcgen_ca_pem()), ("token", "eyJ.x.y\n".to_owned()), ("secret", "s3cret\n".to_owned())]
+}
+
+fn load_jwt(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+    let mut env = jwt_env();
+    env.extend_from_slice(extra);
+    let files = jwt_files();
+    let files: Vec<(&str, &str)> = files.iter().map(|(name, text)| (*name, text.as_str())).collect();
+    load(&env, &files)
+}
+
+#[test]
+fn the_jwt_source_takes_a_token_file_or_the_client_credentials_and_keeps_it_in_memory() {
+    let config = load_jwt(&[("ZITI_JWT_FILE", "token")]).expect("a token file");
+    let overlay = config.overlay.expect("overlay");
+    assert_eq!(overlay.identity_store, IdentityStore::Memory);
+    let IdentitySourceConfig::Jwt(jwt) = overlay.identity_source else { panic!("not the jwt source") };
+    assert_eq!(jwt.token, JwtTokenConfig::File(std::path::PathBuf::from("token")));
+    assert_eq!(jwt.controller_url, "https://127.0.0.1:1280");
+
+    let config = load_jwt(&[
+        ("ZITI_OIDC_ISSUER", "http://127.0.0.1:4444/"),
+        ("ZITI_OIDC_CLIENT_ID", "gateway-idp"),
+        ("ZITI_OIDC_CLIENT_SECRET_FILE", "secret"),
+        ("ZITI_OIDC_AUDIENCE", "openziti"),
+        ("ZITI_OIDC_SCOPES", "gateway-hosts gateway-clients"),
+    ])
+    .expect("client credentials");
+    let IdentitySourceConfig::Jwt(jwt) = config.overlay.expect("overlay").identity_source else { panic!("jwt") };
+    let JwtTokenConfig::ClientCredentials { client_id, scopes, .. } = jwt.token else { panic!("client credentials") };
+    assert_eq!(client_id, "gateway-idp");
+    assert_eq!(scopes, ["gateway-hosts", "gateway-clients"]);
+}
+
+#[rstest]
+#[case::no_token(&[], "ZITI_JWT_FILE or ZITI_OIDC_ISSUER must be set with ZITI_IDENTITY_SOURCE=jwt")]
+#[case::both(&[("ZITI_JWT_FILE", "token"), ("ZITI_OIDC_ISSUER", "https://idp.example")], "not both")]
+#[case::half_a_client(&[("ZITI_OIDC_ISSUER", "https://idp.example"), ("ZITI_OIDC_CLIENT_ID", "c")], "ZITI_OIDC_CLIENT_SECRET_FILE must be set")]
+#[case::secret_over_http(&[("ZITI_OIDC_ISSUER", "http://idp.example")], "ZITI_OIDC_ISSUER=\"http://idp.example\" is invalid: expected an https:// URL")]
+#[case::missing_secret_file(&[("ZITI_OIDC_CLIENT_SECRET_FILE", "/nonexistent")], "ZITI_OIDC_CLIENT_SECRET_FILE=\"/nonexistent\" is invalid: cannot read the file")]
+#[case::token_on_disk(&[("ZITI_JWT_FILE", "token"), ("GATEWAY_IDENTITY_STORE", "file")], "GATEWAY_IDENTITY_STORE=file cannot be used with ZITI_IDENTITY_SOURCE=jwt")]
+fn bad_jwt_settings_are_named(#[case] extra: &[(&'static str, &'static str)], #[case] named: &str) {
+    let err = load_jwt(extra).expect_err("invalid");
+    assert!(err.to_string().contains(named), "{named:?} not in: {err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+#[test]
+fn the_jwt_source_needs_the_controller() {
+    let files = jwt_files();
+    let files: Vec<(&str, &str)> = files.iter().map(|(name, text)| (*name, text.as_str())).collect();
+    let env = [
+        ("ZITI_ENABLED", "true"),
+        ("ZITI_MANAGEMENT_INSECURE", "true"),
+        ("ZITI_IDENTITY_SOURCE", "jwt"),
+        ("ZITI_JWT_FILE", "token"),
+    ];
+    let err = load(&env, &files).expect_err("no controller");
+    assert!(err.to_string().contains("ZITI_CONTROLLER_URL must be set with ZITI_IDENTITY_SOURCE=jwt"), "{err}");
+}

@@ -6,13 +6,12 @@
 //! `ziti-gateway.test`) or a throwaway second one a test starts, each with its root
 //! registered on the controller as a third-party CA where the test needs it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use workspace_tests::network::{ThrowawaySpire, ZitiNetwork};
 use ziti_net_kit::third_party_ca;
 
-use super::{Gateway, TunnelProxy, entries, one_at_a_time, run_to_exit, support};
+use super::{Gateway, TunnelProxy, entries, one_at_a_time, run_to_exit, support, ten_clients_looping};
 
 /// The settings of a gateway whose identity is the SVID of `spiffe_id` from `endpoint`.
 fn spiffe_env(network: &ZitiNetwork, endpoint: &str, spiffe_id: &str) -> Vec<(&'static str, String)> {
@@ -105,35 +104,14 @@ fn rotating_svids_fail_no_request_of_ten_clients_looping_through_the_overlay() {
     let proxy = TunnelProxy::start(&network);
     proxy.get_ok("/before", Duration::from_secs(30));
 
-    let stop = AtomicBool::new(false);
-    let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
     let rotations = |gateway: &Gateway| -> Vec<String> {
         gateway.log().lines().filter(|line| line.contains("credential rotated")).map(str::to_owned).collect()
     };
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for client in 0..10 {
-            let (stop, ok, failed, addr) = (&stop, &ok, &failed, &proxy.addr);
-            scope.spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match support::blocking_get(addr, &format!("/loop/{client}")) {
-                        Ok((200, _)) => ok.fetch_add(1, Ordering::SeqCst),
-                        other => {
-                            eprintln!("client {client}: {other:?}");
-                            failed.fetch_add(1, Ordering::SeqCst)
-                        }
-                    };
-                }
-            });
-        }
-        let deadline = started + Duration::from_secs(240);
-        while rotations(&gateway).len() < 3 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        stop.store(true, Ordering::SeqCst);
-    });
+    let deadline = started + Duration::from_secs(240);
+    let (ok, failed) =
+        ten_clients_looping(&proxy.addr, || rotations(&gateway).len() >= 3 || Instant::now() >= deadline);
     let rotated = rotations(&gateway);
-    let (ok, failed) = (ok.into_inner(), failed.into_inner());
     eprintln!(
         "OpenZiti {}: {} rotations in {:.0} s, {ok} requests answered 200, {failed} failed",
         network.version,

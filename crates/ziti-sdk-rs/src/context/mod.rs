@@ -1,6 +1,7 @@
 //! The SDK's entry point: one identity logged in to its controller, with channels to
 //! edge routers shared by every listener and connection made through it.
 
+mod certify;
 mod refresh;
 mod routers;
 
@@ -44,9 +45,13 @@ pub struct ContextOptions {
     /// How often to probe each router channel; a router that does not answer within
     /// the interval is taken for dead (listeners then bind again). `None`: no probes.
     pub latency_probe_interval: Option<Duration>,
-    /// Log in with the legacy certificate API session (`zt-session`) even when the
-    /// controller offers OIDC. By default the legacy login is used only when it does not.
+    /// Log in with the legacy API session (`zt-session`) even when the controller
+    /// offers OIDC. By default the legacy login is used only when it does not.
     pub force_legacy_auth: bool,
+    /// Ext-jwt identities: renew the API-session certificate (the router client
+    /// certificate the controller issues, 12 h on OpenZiti v1.6) at least this often,
+    /// besides at three quarters of its lifetime (e.g. to see renewals in tests).
+    pub max_certificate_renewal_interval: Option<Duration>,
 }
 
 impl Default for ContextOptions {
@@ -61,6 +66,7 @@ impl Default for ContextOptions {
             accept_backlog: 128,
             latency_probe_interval: Some(Duration::from_secs(30)),
             force_legacy_auth: false,
+            max_certificate_renewal_interval: None,
         }
     }
 }
@@ -78,6 +84,10 @@ pub(crate) struct Inner {
     routers: routers::Routers,
     dial_sessions: Mutex<HashMap<String, ServiceSession>>,
     refresher: Mutex<Option<JoinHandle<()>>>,
+    /// Renews the API-session certificate of an ext-jwt identity.
+    renewer: Mutex<Option<JoinHandle<()>>>,
+    /// The API-session certificate router channels present (ext-jwt identities).
+    router_certificate: watch::Sender<Option<certify::CertificateInfo>>,
     /// Counts API session changes, so that listeners bind again on the new channels.
     renewals: watch::Sender<u64>,
 }
@@ -132,11 +142,14 @@ impl ZitiContext {
     pub async fn with_options(identity: Identity, options: ContextOptions) -> Result<Self, Error> {
         let controller = Controller::connect(&identity, options.force_legacy_auth).await?;
         let router_tls = crate::tls::client_config(&identity, &[])?;
-        let session = controller.login().await?;
+        let (session, certified) = log_in(&controller, &options).await?;
         tracing::debug!(identity = %session.identity_name, mode = ?controller.mode(), "logged in to the controller");
         let inner = Arc::new(Inner::new(controller, router_tls, identity.api_urls().to_vec(), options, session));
+        inner.adopt(certified);
         let task = tokio::spawn(refresh::keep_fresh(Arc::downgrade(&inner)));
         *lock(&inner.refresher) = Some(task);
+        let task = tokio::spawn(certify::keep_certified(Arc::downgrade(&inner)));
+        *lock(&inner.renewer) = Some(task);
         Ok(Self { inner })
     }
 
@@ -160,6 +173,13 @@ impl ZitiContext {
         self.inner.session().expires_at
     }
 
+    /// For an ext-jwt identity, the controller's id for the API-session certificate new
+    /// router channels present (it changes when the certificate is renewed, and with each
+    /// new login); `None` for an identity with a certificate of its own.
+    pub fn api_session_certificate_id(&self) -> Option<String> {
+        self.inner.router_certificate.borrow().as_ref().map(|info| info.id.clone())
+    }
+
     /// Looks a service up by name, as this identity sees it.
     pub async fn service(&self, name: &str) -> Result<Service, Error> {
         let first = self.inner.session();
@@ -177,6 +197,14 @@ impl ZitiContext {
     /// [`Identity::certificate_expires_at`]): logs in with `identity`'s certificate at
     /// once (a new API session), then uses it for the controller and for new router
     /// channels, and refreshes the new session from then on.
+    ///
+    /// A new IdP token for an ext-jwt context (an ext-jwt `identity` whose token has
+    /// the same subject as the current one) is only kept for the logins to come: the
+    /// API session is refreshed without it (the refresh-token grant), so logging in now
+    /// would only churn the API session, its router channels and binds at every token
+    /// renewal. The controller sees the token at the next login (a refused refresh, or
+    /// an expired session). Another subject, or a change between certificate and
+    /// ext-jwt, logs in at once as for a certificate.
     ///
     /// Make-before-break: connections on the old session's router channels carry on;
     /// each listener binds again on a new channel before it ends its old bind; an old
@@ -196,24 +224,43 @@ impl ZitiContext {
         }
         let controller = inner.controller().with_identity(&identity)?;
         let router_tls = crate::tls::client_config(&identity, &[])?;
-        let (serial, not_after) = identity.certificate_summary();
-        // No relogin with the old certificate in between.
+        let (serial, not_after) = identity.credential_summary();
+        // No relogin with the old credential in between.
         let _guard = inner.login_lock.lock().await;
-        let session = controller.login().await.inspect_err(|err| {
-            tracing::warn!(%err, certificate_serial = serial, "logging in with the new certificate failed; keeping the current session");
+        let current = inner.controller();
+        if let (Some(new), Some(old)) = (controller.ext_jwt(), current.ext_jwt())
+            && new.subject == old.subject
+        {
+            write(&inner.controller, controller);
+            tracing::info!(credential = serial, expires_at = not_after, "new IdP token kept for the next login");
+            return Ok(());
+        }
+        let (session, certified) = log_in(&controller, &inner.options).await.inspect_err(|err| {
+            tracing::warn!(%err, credential = serial, "logging in with the new credentials failed; keeping the current session");
         })?;
         write(&inner.controller, controller);
         // Before the session: whoever sees the new session also sees the new certificate.
         write(&inner.router_tls, router_tls);
+        inner.adopt(certified);
         let (session, _) = inner.install(session);
         tracing::info!(
             api_session = %session.api_session_id,
-            certificate_serial = serial,
-            certificate_not_after = not_after,
-            "credentials rotated: logged in with the new certificate"
+            credential = serial,
+            credential_not_after = not_after,
+            "credentials rotated: logged in with the new credentials"
         );
         Ok(())
     }
+}
+
+/// Logs in, and for an ext-jwt identity gets the new API session's router certificate.
+async fn log_in(
+    controller: &Controller,
+    options: &ContextOptions,
+) -> Result<(ApiSession, Option<certify::Certified>), Error> {
+    let session = controller.login().await?;
+    let certified = certify::certify(controller, &session, options.max_certificate_renewal_interval).await?;
+    Ok((session, certified))
 }
 
 impl Inner {
@@ -234,6 +281,8 @@ impl Inner {
             login_lock: tokio::sync::Mutex::new(()),
             dial_sessions: Mutex::default(),
             refresher: Mutex::default(),
+            renewer: Mutex::default(),
+            router_certificate: watch::Sender::new(None),
             renewals: watch::Sender::new(0),
         }
     }
@@ -280,14 +329,16 @@ impl Inner {
         if current.token.as_str() != stale.token.as_str() {
             return Ok(current);
         }
-        let session = self.controller().login().await.map_err(|err| {
+        let (session, certified) = log_in(&self.controller(), &self.options).await.map_err(|err| {
             tracing::warn!(%err, "logging in again failed");
             match err {
-                // The certificate is no longer accepted: the session cannot come back.
+                // The credential is no longer accepted: the session cannot come back.
                 Error::LoginRejected(_) | Error::SessionExpired => Error::SessionExpired,
                 transient => transient,
             }
         })?;
+        // Before the session: whoever sees the new session also sees its certificate.
+        self.adopt(certified);
         Ok(self.install(session).0)
     }
 
@@ -362,7 +413,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.refresher).take() {
+        for task in [lock(&self.refresher).take(), lock(&self.renewer).take()].into_iter().flatten() {
             task.abort();
         }
         self.routers.close_all();

@@ -66,6 +66,19 @@ async fn refresh_once(inner: &Arc<Inner>, session: &ApiSession) -> bool {
             if same_api_session && fresh.mode == AuthMode::Oidc {
                 update_routers(inner, &fresh).await;
             }
+            if !same_api_session && inner.controller().ext_jwt().is_some() {
+                // Routers take an API-session certificate for its own API session only.
+                match super::certify::certify(
+                    &inner.controller(),
+                    &fresh,
+                    inner.options.max_certificate_renewal_interval,
+                )
+                .await
+                {
+                    Ok(certified) => inner.adopt(certified),
+                    Err(err) => tracing::warn!(%err, "no API-session certificate for the refreshed session"),
+                }
+            }
             true
         }
         Err(err) => {

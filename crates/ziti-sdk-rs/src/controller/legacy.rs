@@ -1,5 +1,6 @@
-//! The pre-OIDC certificate login (`/authenticate?method=cert`, `zt-session` header),
-//! used only when the controller does not advertise `OIDC_AUTH`.
+//! The pre-OIDC login (`/authenticate?method=cert`, or `method=ext-jwt` with the
+//! external JWT as bearer token; `zt-session` header), used only when the controller
+//! does not advertise `OIDC_AUTH`.
 
 use std::time::{Duration, SystemTime};
 
@@ -7,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{ApiSession, AuthMode, CLIENT_API, Controller, Envelope};
+use super::{ApiSession, AuthMode, CLIENT_API, Controller, Credential, Envelope, checked};
 use crate::error::Error;
 
 #[derive(Deserialize)]
@@ -50,6 +51,18 @@ fn session_from(data: LegacySession, previous: Option<&ApiSession>) -> Result<Ap
 }
 
 pub(super) async fn login(controller: &Controller) -> Result<ApiSession, Error> {
+    if let Credential::ExtJwt(ext) = &controller.credential {
+        let path = format!("{CLIENT_API}authenticate?method=ext-jwt");
+        let request = controller.http.post(controller.url(&path)?).bearer_auth(ext.token.as_str()).json(&json!({}));
+        let response = match checked(&path, request.send().await?).await {
+            Err(Error::SessionExpired) => {
+                return Err(Error::LoginRejected(format!("ext-jwt login: {}", controller.ext_jwt_refused(ext))));
+            }
+            other => other?,
+        };
+        let data: Envelope<LegacySession> = response.json().await?;
+        return session_from(data.data, None);
+    }
     let body = json!({ "sdkInfo": { "type": "ziti-sdk-rs", "version": env!("CARGO_PKG_VERSION") } });
     let path = format!("{CLIENT_API}authenticate?method=cert");
     let response = match controller.post_json(&path, &body, None).await {

@@ -1,6 +1,8 @@
-//! The controller's Edge Client API: login (OIDC, or the legacy cert login when the
-//! controller does not advertise OIDC), API session refresh, services and sessions.
+//! The controller's Edge Client API: login (OIDC, or the legacy login when the
+//! controller does not advertise OIDC) with the client certificate or an external IdP's
+//! JWT, API session refresh, API-session certificates, services and sessions.
 
+mod certificates;
 mod jwt;
 mod legacy;
 mod oidc;
@@ -18,7 +20,7 @@ pub(crate) use services::ServiceSession;
 pub use services::{Service, SessionType};
 
 use crate::error::Error;
-use crate::identity::Identity;
+use crate::identity::{ExtJwt, Identity};
 
 const CLIENT_API: &str = "edge/client/v1/";
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,12 +66,27 @@ impl ApiSession {
     }
 }
 
-/// An HTTP client for one controller, presenting the identity's certificate.
+/// What a login presents: the client certificate (over TLS), or an external JWT.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    Certificate,
+    ExtJwt(ExtJwt),
+}
+
+/// An HTTP client for one controller, presenting the identity's certificate (an ext-jwt
+/// identity presents none, and its token at login).
 #[derive(Debug, Clone)]
 pub(crate) struct Controller {
     http: reqwest::Client,
     base: Url,
     mode: AuthMode,
+    credential: Credential,
+    /// The identity's CAs (`id.ca`), which routers' certificates chain to.
+    ca: std::sync::Arc<[rustls_pki_types::CertificateDer<'static>]>,
+}
+
+fn credential_of(identity: &Identity) -> Credential {
+    identity.ext_jwt().map_or(Credential::Certificate, |ext| Credential::ExtJwt(ext.clone()))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +120,13 @@ impl Controller {
         let http = http_client(identity)?;
         let mut last_err = None;
         for base in identity.api_urls() {
-            let mut controller = Controller { http: http.clone(), base: base.clone(), mode: AuthMode::Legacy };
+            let mut controller = Controller {
+                http: http.clone(),
+                base: base.clone(),
+                mode: AuthMode::Legacy,
+                credential: credential_of(identity),
+                ca: identity.ca_certificates().into(),
+            };
             match controller.get(&format!("{CLIENT_API}version"), None).await {
                 Ok(response) => {
                     let version: Envelope<Version> = response.json().await?;
@@ -122,24 +145,68 @@ impl Controller {
         self.mode
     }
 
-    /// The same controller and login method, presenting `identity`'s certificate.
+    /// The same controller and login method, presenting `identity`'s credential.
     pub(crate) fn with_identity(&self, identity: &Identity) -> Result<Controller, Error> {
-        Ok(Controller { http: http_client(identity)?, base: self.base.clone(), mode: self.mode })
+        Ok(Controller {
+            http: http_client(identity)?,
+            base: self.base.clone(),
+            mode: self.mode,
+            credential: credential_of(identity),
+            ca: identity.ca_certificates().into(),
+        })
     }
 
     /// A client for a plain-HTTP stand-in controller (unit tests).
     #[cfg(test)]
     pub(crate) fn for_tests(base: Url, mode: AuthMode) -> Controller {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(HTTP_TIMEOUT);
-        Controller { http: http.build().unwrap(), base, mode }
+        Controller {
+            http: http.build().unwrap(),
+            base,
+            mode,
+            credential: Credential::Certificate,
+            ca: Vec::new().into(),
+        }
     }
 
-    /// Logs in with the identity's certificate.
+    /// The same, logging in with `ext` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn with_ext_jwt_for_tests(mut self, ext: ExtJwt) -> Controller {
+        self.credential = Credential::ExtJwt(ext);
+        self
+    }
+
+    /// The external JWT this client logs in with, for an ext-jwt identity.
+    pub(crate) fn ext_jwt(&self) -> Option<&ExtJwt> {
+        match &self.credential {
+            Credential::ExtJwt(ext) => Some(ext),
+            Credential::Certificate => None,
+        }
+    }
+
+    /// The identity's CAs.
+    pub(crate) fn ca(&self) -> &[rustls_pki_types::CertificateDer<'static>] {
+        &self.ca
+    }
+
+    /// Logs in with the identity's certificate or external JWT.
     pub(crate) async fn login(&self) -> Result<ApiSession, Error> {
         match self.mode {
             AuthMode::Oidc => oidc::login(self).await,
             AuthMode::Legacy => legacy::login(self).await,
         }
+    }
+
+    /// Why the controller refused `ext`, without the token: it gives no reason (it
+    /// logs it), so name the likely ones.
+    pub(crate) fn ext_jwt_refused(&self, ext: &ExtJwt) -> String {
+        let expired = if ext.expires_at <= SystemTime::now() { "; the token has expired" } else { "" };
+        format!(
+            "the controller at {} refused the IdP token for subject `{}`{expired} (expired, wrong issuer or audience, \
+             a signer the identity's auth policy does not allow, or no identity with that external id; the \
+             controller's log says which)",
+            self.base, ext.subject
+        )
     }
 
     /// Extends `session` (OIDC refresh grant, or a legacy session touch).
@@ -221,3 +288,7 @@ async fn checked(what: &str, response: Response) -> Result<Response, Error> {
 pub(crate) fn epoch(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(seconds)
 }
+
+#[cfg(test)]
+#[path = "ext_jwt_tests.rs"]
+pub(crate) mod ext_jwt_tests;

@@ -1,5 +1,6 @@
-//! OIDC login with the client certificate (authorization code + PKCE, client `native`),
-//! and the refresh-token grant. Redirects are read, never followed.
+//! OIDC login with the client certificate or an external IdP's JWT (authorization code +
+//! PKCE, client `native`; `method=ext-jwt` for the JWT), and the refresh-token grant.
+//! Redirects are read, never followed.
 
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{ApiSession, AuthMode, Controller, claims, epoch};
+use super::{ApiSession, AuthMode, Controller, Credential, claims, epoch};
 use crate::error::Error;
 
 const CLIENT_ID: &str = "native";
@@ -66,11 +67,18 @@ pub(super) async fn login(controller: &Controller) -> Result<ApiSession, Error> 
     let state = random_text(16);
     let nonce = random_text(16);
 
-    // 1. Authorize: presenting the certificate routes us to the cert login.
+    // 1. Authorize: presenting the certificate routes us to the cert login; an ext-jwt
+    // login asks for its method (without it the controller offers the password login).
+    let (step, login_path) = match &controller.credential {
+        Credential::Certificate => ("certificate login", "oidc/login/cert"),
+        Credential::ExtJwt(_) => ("ext-jwt login", "oidc/login/ext-jwt"),
+    };
     let authorize = controller.url("oidc/authorize")?;
-    let response = controller
-        .http
-        .get(authorize)
+    let mut request = controller.http.get(authorize);
+    if let Credential::ExtJwt(_) = controller.credential {
+        request = request.query(&[("method", "ext-jwt")]);
+    }
+    let response = request
         .query(&[
             ("client_id", CLIENT_ID),
             ("response_type", "code"),
@@ -85,25 +93,31 @@ pub(super) async fn login(controller: &Controller) -> Result<ApiSession, Error> 
         .await?;
     let auth_request_id = auth_request_id(controller, response).await?;
 
-    // 2. Prove the certificate (this request presents it over TLS).
-    let response = controller
+    // 2. Prove the certificate (this request presents it over TLS), or present the JWT.
+    let mut request = controller
         .http
-        .post(controller.url("oidc/login/cert")?)
+        .post(controller.url(login_path)?)
         .header(header::ACCEPT, "application/json")
-        .form(&[("id", auth_request_id.as_str())])
-        .send()
-        .await?;
-    if let Some(err) = unavailable("certificate login", &response) {
+        .form(&[("id", auth_request_id.as_str())]);
+    if let Credential::ExtJwt(ext) = &controller.credential {
+        request = request.bearer_auth(ext.token.as_str());
+    }
+    let response = request.send().await?;
+    if let Some(err) = unavailable(step, &response) {
         return Err(err);
     }
     if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return Err(login_error("certificate login", "the controller does not accept this certificate"));
+        let why = match &controller.credential {
+            Credential::Certificate => "the controller does not accept this certificate".to_owned(),
+            Credential::ExtJwt(ext) => controller.ext_jwt_refused(ext),
+        };
+        return Err(login_error(step, why));
     }
     if response.headers().contains_key("totp-required") {
-        return Err(login_error("certificate login", "the identity requires TOTP, which this SDK does not support"));
+        return Err(login_error(step, "the identity requires TOTP, which this SDK does not support"));
     }
-    let callback = location(&response)
-        .ok_or_else(|| login_error("certificate login", format!("unexpected answer {}", response.status())))?;
+    let callback =
+        location(&response).ok_or_else(|| login_error(step, format!("unexpected answer {}", response.status())))?;
 
     // 3. The callback redirects to our redirect URI with the code.
     let response = controller.http.get(callback).send().await?;

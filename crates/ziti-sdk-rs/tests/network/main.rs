@@ -5,6 +5,7 @@
 
 mod dial;
 mod errors;
+mod ext_jwt;
 mod flow;
 mod host;
 mod idle;

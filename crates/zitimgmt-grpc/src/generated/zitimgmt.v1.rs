@@ -59,6 +59,25 @@ pub struct ReleaseServiceIdentityRequest {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReleaseServiceIdentityResponse {}
+/// The caller is named by its bearer token; there is nothing else to say.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProvisionIdentityRequest {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProvisionIdentityResponse {
+    #[prost(string, tag = "1")]
+    pub ziti_identity_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// The value of the token's principal claim; the controller matches it on login.
+    #[prost(string, tag = "3")]
+    pub external_id: ::prost::alloc::string::String,
+    /// The role attributes the identity has now (without `#`).
+    #[prost(string, repeated, tag = "4")]
+    pub role_attributes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// True when this call created the identity, false when it updated it.
+    #[prost(bool, tag = "5")]
+    pub created: bool,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum ServiceType {
@@ -296,6 +315,43 @@ pub mod ziti_management_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Optional: makes the caller's own OpenZiti identity exist, for a caller that
+        /// authenticates with its identity provider's bearer token. The identity's external
+        /// id is the token's principal claim, so that the caller can then log in to the
+        /// controller with the same token (ext-jwt); its role attributes are mapped from a
+        /// claim of the token through the server's allow-list. Created when missing, updated
+        /// when this server provisioned it before. PERMISSION_DENIED for a caller not
+        /// authenticated by such a token; FAILED_PRECONDITION when an identity with that
+        /// external id exists that this server did not provision (it is left untouched).
+        pub async fn provision_identity(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ProvisionIdentityRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ProvisionIdentityResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/zitimgmt.v1.ZitiManagementService/ProvisionIdentity",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "zitimgmt.v1.ZitiManagementService",
+                        "ProvisionIdentity",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -341,6 +397,21 @@ pub mod ziti_management_service_server {
             request: tonic::Request<super::ReleaseServiceIdentityRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ReleaseServiceIdentityResponse>,
+            tonic::Status,
+        >;
+        /// Optional: makes the caller's own OpenZiti identity exist, for a caller that
+        /// authenticates with its identity provider's bearer token. The identity's external
+        /// id is the token's principal claim, so that the caller can then log in to the
+        /// controller with the same token (ext-jwt); its role attributes are mapped from a
+        /// claim of the token through the server's allow-list. Created when missing, updated
+        /// when this server provisioned it before. PERMISSION_DENIED for a caller not
+        /// authenticated by such a token; FAILED_PRECONDITION when an identity with that
+        /// external id exists that this server did not provision (it is left untouched).
+        async fn provision_identity(
+            &self,
+            request: tonic::Request<super::ProvisionIdentityRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ProvisionIdentityResponse>,
             tonic::Status,
         >;
     }
@@ -606,6 +677,55 @@ pub mod ziti_management_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReleaseServiceIdentitySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/zitimgmt.v1.ZitiManagementService/ProvisionIdentity" => {
+                    #[allow(non_camel_case_types)]
+                    struct ProvisionIdentitySvc<T: ZitiManagementService>(pub Arc<T>);
+                    impl<
+                        T: ZitiManagementService,
+                    > tonic::server::UnaryService<super::ProvisionIdentityRequest>
+                    for ProvisionIdentitySvc<T> {
+                        type Response = super::ProvisionIdentityResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ProvisionIdentityRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ZitiManagementService>::provision_identity(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ProvisionIdentitySvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -16,9 +16,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use zitimgmt_grpc::proto::ziti_management_service_server::{ZitiManagementService, ZitiManagementServiceServer};
 use zitimgmt_grpc::proto::{
-    ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse, ReleaseServiceIdentityRequest,
-    ReleaseServiceIdentityResponse, RequestServiceIdentityRequest, RequestServiceIdentityResponse,
-    ResolveIdentityRequest, ResolveIdentityResponse,
+    ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse, ProvisionIdentityRequest, ProvisionIdentityResponse,
+    ReleaseServiceIdentityRequest, ReleaseServiceIdentityResponse, RequestServiceIdentityRequest,
+    RequestServiceIdentityResponse, ResolveIdentityRequest, ResolveIdentityResponse,
 };
 use zitimgmt_grpc::{ManagementClient, ManagementConfig};
 
@@ -40,6 +40,7 @@ pub struct Script {
     request: Option<Handler<RequestServiceIdentityRequest, RequestServiceIdentityResponse>>,
     extend: Option<Handler<ExtendIdentityLeaseRequest, ExtendIdentityLeaseResponse>>,
     release: Option<Handler<ReleaseServiceIdentityRequest, ReleaseServiceIdentityResponse>>,
+    provision: Option<Handler<ProvisionIdentityRequest, ProvisionIdentityResponse>>,
 }
 
 impl Script {
@@ -77,6 +78,15 @@ impl Script {
         Fut: Future<Output = Result<ReleaseServiceIdentityResponse, Status>> + Send + 'static,
     {
         Self { release: Some(handler(f)), ..self }
+    }
+
+    /// `ProvisionIdentity` always gives this answer.
+    pub fn provision_returns(self, answer: Result<ProvisionIdentityResponse, Status>) -> Self {
+        let handler = handler(move |_| {
+            let answer = clone_answer(&answer);
+            async move { answer }
+        });
+        Self { provision: Some(handler), ..self }
     }
 
     /// `RequestServiceIdentity` always gives this answer.
@@ -126,6 +136,7 @@ pub enum Received {
     Request(RequestServiceIdentityRequest),
     Extend(ExtendIdentityLeaseRequest),
     Release(ReleaseServiceIdentityRequest),
+    Provision(ProvisionIdentityRequest),
 }
 
 /// What the server saw of a request besides its message.
@@ -200,6 +211,14 @@ impl ZitiManagementService for Service {
     ) -> Result<Response<ReleaseServiceIdentityResponse>, Status> {
         self.record(&request, Received::Release(request.get_ref().clone()));
         run(self.script.release.as_ref(), request.into_inner()).await
+    }
+
+    async fn provision_identity(
+        &self,
+        request: Request<ProvisionIdentityRequest>,
+    ) -> Result<Response<ProvisionIdentityResponse>, Status> {
+        self.record(&request, Received::Provision(*request.get_ref()));
+        run(self.script.provision.as_ref(), request.into_inner()).await
     }
 }
 

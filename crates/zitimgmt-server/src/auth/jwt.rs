@@ -177,6 +177,15 @@ impl JwtError {
     }
 }
 
+/// What a verified token says: its principal and all its claims (never the token).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    /// The value of the configured principal claim.
+    pub principal: String,
+    /// The token's payload.
+    pub claims: serde_json::Map<String, Value>,
+}
+
 /// Verifies bearer JWTs against a cached JWKS. Cheap to clone (the cache is shared).
 #[derive(Clone)]
 pub struct JwtVerifier {
@@ -294,6 +303,12 @@ impl JwtVerifier {
     /// Verifies `token` (the JWT alone, without `Bearer `) and returns the value of the
     /// principal claim.
     pub async fn verify(&self, token: &str) -> Result<String, JwtError> {
+        self.verify_claims(token).await.map(|verified| verified.principal)
+    }
+
+    /// Verifies `token` as [`JwtVerifier::verify`] does and returns the principal with
+    /// all the token's claims (for provisioning, which maps a claim to role attributes).
+    pub async fn verify_claims(&self, token: &str) -> Result<VerifiedToken, JwtError> {
         let header = TokenHeader::parse(token)?;
         let key = self.key_for(&header).await?;
         if !key.kind.fits(header.alg) || key.alg.is_some_and(|alg| alg != header.alg) {
@@ -312,10 +327,11 @@ impl JwtVerifier {
         validation.set_audience(&[&self.inner.audience]);
         let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
             .map_err(validation_error)?;
-        match data.claims.get(&self.inner.principal_claim) {
-            Some(Value::String(value)) if !value.is_empty() => Ok(value.clone()),
-            _ => Err(JwtError::PrincipalClaim { claim: self.inner.principal_claim.clone() }),
-        }
+        let principal = match data.claims.get(&self.inner.principal_claim) {
+            Some(Value::String(value)) if !value.is_empty() => value.clone(),
+            _ => return Err(JwtError::PrincipalClaim { claim: self.inner.principal_claim.clone() }),
+        };
+        Ok(VerifiedToken { principal, claims: data.claims })
     }
 
     /// The key the token names, loading or re-loading the JWKS as needed.

@@ -167,6 +167,7 @@ fn auth_files() -> Vec<(&'static str, String)> {
                 .to_owned(),
         ),
         ("jwt-policy.toml", "[[allow]]\njwt_claim = \"ci\"\nservice_types = [\"gateway\"]\n".to_owned()),
+        ("provision-policy.toml", "[provision]\nrole_attributes = [\"gateway-hosts\", \"gateway-clients\"]\n".to_owned()),
         ("bad-policy.toml", "[[allow]]\nspiffe_id = \"spiffe://td.test/gateway\"\n\nservice_types = [\"gatway\"]\n".to_owned()),
     ]
 }
@@ -252,4 +253,71 @@ fn the_jwt_method_takes_a_jwks_file_and_defaults_the_claim_to_sub() {
     let jwt = config.auth.jwt.expect("jwt on");
     assert_eq!(jwt.principal_claim, DEFAULT_PRINCIPAL_CLAIM);
     assert_eq!((jwt.issuer.as_str(), jwt.audience.as_str()), ("https://idp.example", "ziti-management"));
+}
+
+const JWT_PROVISION: [(&str, &str); 5] = [
+    ("ZITI_MGMT_AUTH_METHODS", "jwt"),
+    ("ZITI_MGMT_JWT_ISSUER", "https://idp.example"),
+    ("ZITI_MGMT_JWT_AUDIENCE", "openziti"),
+    ("ZITI_MGMT_JWT_JWKS_FILE", "jwks.json"),
+    ("ZITI_MGMT_POLICY_FILE", "provision-policy.toml"),
+];
+
+#[test]
+fn provisioning_takes_the_auth_policy_the_roles_claim_the_idle_time_and_the_policy_table() {
+    let mut env = JWT_PROVISION.to_vec();
+    env.push(("ZITI_MGMT_PROVISION_AUTH_POLICY", "idp-jwt"));
+    let provision = load_auth(&env).expect("complete").provision.expect("provisioning on");
+    assert_eq!(
+        provision,
+        ProvisionSettings {
+            auth_policy: "idp-jwt".to_owned(),
+            roles_claim: DEFAULT_PROVISION_ROLES_CLAIM.to_owned(),
+            idle: DEFAULT_PROVISION_IDLE,
+            role_attributes: vec!["gateway-hosts".to_owned(), "gateway-clients".to_owned()],
+        }
+    );
+    assert_eq!((provision.roles_claim.as_str(), provision.idle), ("scp", Duration::from_secs(86_400)));
+
+    env.extend([("ZITI_MGMT_PROVISION_ROLES_CLAIM", "scope"), ("ZITI_MGMT_PROVISION_IDLE", "90s")]);
+    let provision = load_auth(&env).expect("complete").provision.expect("provisioning on");
+    assert_eq!((provision.roles_claim.as_str(), provision.idle), ("scope", Duration::from_secs(90)));
+
+    let config = load_auth(&[
+        ("ZITI_MGMT_POLICY_FILE", "jwt-policy.toml"),
+        JWT_PROVISION[0],
+        JWT_PROVISION[1],
+        JWT_PROVISION[2],
+        JWT_PROVISION[3],
+    ])
+    .expect("no provisioning");
+    assert!(config.provision.is_none());
+}
+
+#[rstest]
+#[case::table_without_auth_policy(&[], "provisioning needs both ZITI_MGMT_PROVISION_AUTH_POLICY and a [provision] table in ZITI_MGMT_POLICY_FILE: the policy's [provision] table is given, ZITI_MGMT_PROVISION_AUTH_POLICY is not")]
+#[case::auth_policy_without_table(&[("ZITI_MGMT_PROVISION_AUTH_POLICY", "idp-jwt"), ("ZITI_MGMT_POLICY_FILE", "jwt-policy.toml")], "provisioning needs both ZITI_MGMT_PROVISION_AUTH_POLICY and a [provision] table in ZITI_MGMT_POLICY_FILE: ZITI_MGMT_PROVISION_AUTH_POLICY is given, the policy's [provision] table is not")]
+#[case::roles_claim_without_auth_policy(&[("ZITI_MGMT_PROVISION_ROLES_CLAIM", "scp")], "ZITI_MGMT_PROVISION_ROLES_CLAIM is set, but provisioning is off")]
+#[case::idle_without_auth_policy(&[("ZITI_MGMT_PROVISION_IDLE", "1h")], "ZITI_MGMT_PROVISION_IDLE is set, but provisioning is off")]
+#[case::zero_idle(&[("ZITI_MGMT_PROVISION_AUTH_POLICY", "idp-jwt"), ("ZITI_MGMT_PROVISION_IDLE", "0s")], "ZITI_MGMT_PROVISION_IDLE=\"0s\" is invalid: must be greater than zero")]
+#[case::empty_auth_policy(&[("ZITI_MGMT_PROVISION_AUTH_POLICY", "")], "ZITI_MGMT_PROVISION_AUTH_POLICY=\"\" is invalid")]
+fn bad_provisioning_settings_are_named(#[case] extra: &[(&'static str, &'static str)], #[case] named: &str) {
+    let mut env = JWT_PROVISION.to_vec();
+    env.extend_from_slice(extra);
+    let err = load_auth(&env).expect_err("invalid");
+    assert!(err.to_string().contains(named), "{named:?} not in: {err}");
+}
+
+#[test]
+fn provisioning_needs_the_jwt_method() {
+    let env = [
+        SPIFFE[0],
+        SPIFFE[1],
+        SPIFFE[2],
+        TLS[0],
+        TLS[1],
+        ("ZITI_MGMT_POLICY_FILE", "provision-policy.toml"),
+        ("ZITI_MGMT_PROVISION_AUTH_POLICY", "idp-jwt"),
+    ];
+    assert_eq!(load_auth(&env).expect_err("no jwt method"), ConfigError::ProvisionNeedsJwt);
 }

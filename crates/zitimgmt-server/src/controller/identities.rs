@@ -1,4 +1,5 @@
-//! Identities on the management API: create, read, find, retag, delete, list.
+//! Identities on the management API: create, read, find, retag, delete, list; and
+//! auth policies by name.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -25,8 +26,24 @@ pub struct Identity {
     pub external_id: Option<String>,
     #[serde(default)]
     pub tags: Option<Map<String, Value>>,
+    /// Whether the identity is logged in to the controller now.
+    #[serde(default)]
+    pub has_api_session: bool,
+    #[serde(default)]
+    pub auth_policy_id: Option<String>,
     #[serde(default)]
     enrollment: Option<Enrollment>,
+}
+
+/// An identity that logs in with its identity provider's token (ext-jwt): no
+/// enrollment, matched by its external id.
+#[derive(Debug, Clone)]
+pub struct ExternalIdentity<'a> {
+    pub name: &'a str,
+    pub external_id: &'a str,
+    pub auth_policy_id: &'a str,
+    pub role_attributes: &'a [String],
+    pub tags: Map<String, Value>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -120,6 +137,59 @@ impl Controller {
         let response = self.send(WHAT, |http| http.post(self.management(&["identities"])).json(&body)).await?;
         let created: Created = json(WHAT, response).await?;
         Ok(created.id)
+    }
+
+    /// Creates an identity without enrollment that logs in by external JWT; returns its id.
+    pub async fn create_external_identity(&self, new: &ExternalIdentity<'_>) -> Result<String, ControllerError> {
+        const WHAT: &str = "create external identity";
+        let body = serde_json::json!({
+            "name": new.name,
+            "type": "Default",
+            "isAdmin": false,
+            "externalId": new.external_id,
+            "authPolicyId": new.auth_policy_id,
+            "roleAttributes": new.role_attributes,
+            "tags": new.tags,
+        });
+        let response = self.send(WHAT, |http| http.post(self.management(&["identities"])).json(&body)).await?;
+        let created: Created = json(WHAT, response).await?;
+        Ok(created.id)
+    }
+
+    /// Sets the auth policy, role attributes and whole tags map of an identity.
+    pub async fn update_external_identity(
+        &self,
+        id: &str,
+        auth_policy_id: &str,
+        role_attributes: &[String],
+        tags: &Map<String, Value>,
+    ) -> Result<(), ControllerError> {
+        const WHAT: &str = "update external identity";
+        let body =
+            serde_json::json!({ "authPolicyId": auth_policy_id, "roleAttributes": role_attributes, "tags": tags });
+        let response = self.send(WHAT, |http| http.patch(self.management(&["identities", id])).json(&body)).await?;
+        expect_success(WHAT, response).await.map(drop)
+    }
+
+    /// The identity with this external id, if any (the controller keeps them unique).
+    pub async fn identity_by_external_id(&self, external_id: &str) -> Result<Option<Identity>, ControllerError> {
+        let filter = format!("externalId = {}", zitiql_string(external_id));
+        let page = self.list_identities_as("find identity by external id", &filter, 1, 0).await?;
+        Ok(page.identities.into_iter().next())
+    }
+
+    /// The id of the auth policy with exactly this name, if any.
+    pub async fn auth_policy_id(&self, name: &str) -> Result<Option<String>, ControllerError> {
+        const WHAT: &str = "find auth policy by name";
+        #[derive(Deserialize)]
+        struct AuthPolicy {
+            id: String,
+        }
+        let filter = format!("name = {}", zitiql_string(name));
+        let query = [("filter", filter.as_str()), ("limit", "1")];
+        let response = self.send(WHAT, |http| http.get(self.management(&["auth-policies"])).query(&query)).await?;
+        let policies: Vec<AuthPolicy> = json(WHAT, response).await?;
+        Ok(policies.into_iter().next().map(|policy| policy.id))
     }
 
     pub async fn identity(&self, id: &str) -> Result<Identity, ControllerError> {

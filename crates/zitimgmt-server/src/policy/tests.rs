@@ -57,7 +57,7 @@ const RULE: &str = "[[allow]]\nspiffe_id = \"spiffe://td/gateway\"\nservice_type
 #[case::empty_array("# none\nallow = []\n", 2, "allow: no rules; with none, nobody could be served")]
 #[case::allow_as_table("# x\n[allow]\nanonymous = true\n", 2, "allow: expected [[allow]] rules (an array of tables)")]
 #[case::rule_not_a_table("\nallow = [\"x\"]\n", 2, "allow: each rule must be a table, not a string")]
-#[case::unknown_top_level_key("deny = 1\n", 1, "unknown key \"deny\" (known: allow)")]
+#[case::unknown_top_level_key("deny = 1\n", 1, "unknown key \"deny\" (known: allow, provision)")]
 #[case::unknown_rule_key(
     "[[allow]]\nanonymous = true\nservice_types = [\"gateway\"]\nrole = \"x\"\n",
     4,
@@ -400,4 +400,47 @@ fn a_whole_trust_domain_pattern_matches_its_workloads_only() {
     assert!(policy.admits(&Principal::Spiffe("spiffe://td/a/b".to_owned())));
     assert!(!policy.admits(&Principal::Spiffe("spiffe://td.evil/a".to_owned())));
     assert!(!policy.admits(&Principal::Spiffe("spiffe://td/".to_owned())));
+}
+
+#[test]
+fn the_provision_table_lists_the_role_attributes_tokens_may_grant() {
+    let policy = policy(&format!("{RULE}\n[provision]\nrole_attributes = [\"gateway-hosts\", \"gateway-clients\"]\n"));
+    let provision = policy.provision().expect("a [provision] table");
+    assert_eq!(provision.role_attributes, ["gateway-hosts", "gateway-clients"]);
+    assert_eq!(policy.rule_count(), 1);
+    assert!(Policy::parse(RULE, SOURCE).expect("valid").provision().is_none(), "no table, no provisioning");
+}
+
+#[test]
+fn a_policy_that_only_provisions_needs_no_allow_rules() {
+    let policy = policy("# IdP identities only\n[provision]\nrole_attributes = []\n");
+    assert_eq!(policy.rule_count(), 0);
+    assert_eq!(policy.provision().map(|p| p.role_attributes.len()), Some(0));
+    assert!(!policy.admits(&jwt("anyone")), "provisioning admits nobody to the other calls");
+}
+
+#[rstest]
+#[case::unknown_key(
+    "[provision]\nrole_attributes = []\nroles = [\"x\"]\n",
+    3,
+    "provision: unknown key \"roles\" (known: role_attributes)"
+)]
+#[case::no_role_attributes(
+    "# x\n[provision]\n",
+    2,
+    "provision: role_attributes missing; list the role attributes tokens may grant (may be [])"
+)]
+#[case::bad_attribute(
+    "[provision]\nrole_attributes = [\n  \"ok\",\n  \"#hash\",\n]\n",
+    4,
+    "role_attributes: \"#hash\": role attributes are given without the leading #"
+)]
+#[case::repeated_attribute(
+    "[provision]\nrole_attributes = [\"a\", \"a\"]\n",
+    2,
+    "role_attributes: \"a\" is listed twice"
+)]
+#[case::not_a_table("provision = 1\n", 1, "provision: expected a [provision] table, not a number")]
+fn bad_provision_tables_are_refused_with_their_line(#[case] text: &str, #[case] line: usize, #[case] problem: &str) {
+    assert_eq!(refused(text), (line, problem.to_owned()));
 }

@@ -135,6 +135,85 @@ impl ControllerView {
         sessions.len()
     }
 
+    /// Creates an auth policy allowing password (updb) and external-JWT logins; returns its id.
+    pub async fn create_auth_policy(&self, name: &str) -> String {
+        let body = serde_json::json!({
+            "name": name,
+            "primary": {
+                "cert": { "allowed": false, "allowExpiredCerts": false },
+                "extJwt": { "allowed": true, "allowedSigners": [] },
+                "updb": {
+                    "allowed": true, "lockoutDurationMinutes": 0, "maxAttempts": 0, "minPasswordLength": 5,
+                    "requireMixedCase": false, "requireNumberChar": false, "requireSpecialChar": false
+                }
+            },
+            "secondary": { "requireTotp": false }
+        });
+        self.post("auth-policies", &body).await["data"]["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The id of the auth policy named `name`.
+    pub async fn auth_policy_id(&self, name: &str) -> String {
+        let answer: Value = self
+            .http
+            .get(format!("{}/edge/management/v1/auth-policies", self.base))
+            .query(&[("filter", format!("name = \"{name}\""))])
+            .header("zt-session", &self.token)
+            .send()
+            .await
+            .expect("list auth policies")
+            .error_for_status()
+            .expect("list auth policies")
+            .json()
+            .await
+            .expect("JSON");
+        answer["data"][0]["id"].as_str().unwrap_or_else(|| panic!("no auth policy {name}: {answer}")).to_owned()
+    }
+
+    /// Logs in on the client API with an IdP token (ext-jwt), as the SDK's legacy
+    /// flow does; returns the id of the identity the controller matched.
+    pub async fn log_in_with_idp_token(&self, token: &str) -> String {
+        let answer: Value = self
+            .http
+            .post(format!("{}/edge/client/v1/authenticate?method=ext-jwt", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("ext-jwt login")
+            .error_for_status()
+            .expect("ext-jwt login accepted")
+            .json()
+            .await
+            .expect("JSON");
+        answer["data"]["identity"]["id"].as_str().expect("the identity logged in").to_owned()
+    }
+
+    /// Deletes an auth policy; ignores failures (cleanup).
+    pub async fn delete_auth_policy(&self, id: &str) {
+        self.http
+            .delete(format!("{}/edge/management/v1/auth-policies/{id}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await
+            .ok();
+    }
+
+    /// Gives the identity a password login and logs in with it on the client API, as
+    /// a user of the identity would: the identity then has an API session.
+    pub async fn log_in_with_password(&self, identity_id: &str, username: &str, password: &str) {
+        let body = serde_json::json!({ "method": "updb", "identityId": identity_id, "username": username, "password": password });
+        self.post("authenticators", &body).await;
+        self.http
+            .post(format!("{}/edge/client/v1/authenticate?method=password", self.base))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .expect("client login")
+            .error_for_status()
+            .expect("client login accepted");
+    }
+
     async fn post(&self, collection: &str, body: &Value) -> Value {
         self.http
             .post(format!("{}/edge/management/v1/{collection}", self.base))

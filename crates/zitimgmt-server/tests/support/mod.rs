@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub mod controller;
+pub mod idp;
 pub mod peers;
 
 use std::fs::File;
@@ -179,6 +180,11 @@ impl Management {
         }
         let endpoint = Endpoint::from_shared(format!("https://{}", self.grpc)).expect("uri").tls_config(tls)?;
         Ok(ZitiManagementServiceClient::new(endpoint.connect().await?))
+    }
+
+    /// The CA of the certificate made for this server (`None` when the test set its own TLS).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn logs(&self) -> String {

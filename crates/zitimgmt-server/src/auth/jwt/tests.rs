@@ -111,6 +111,22 @@ async fn a_valid_token_gives_the_principal_claim() {
 }
 
 #[tokio::test]
+async fn verify_claims_gives_the_principal_and_every_claim_and_refuses_as_verify_does() {
+    let key = ec_key(Algorithm::ES256, Some("k1"));
+    let (verifier, _dir) = verifier_of(&[&key]);
+    let mut with_scopes = claims();
+    with_scopes["scp"] = json!(["gateway-hosts", "other"]);
+    let verified = verifier.verify_claims(&sign(&key, &with_scopes)).await.unwrap();
+    assert_eq!(verified.principal, SUBJECT);
+    assert_eq!(verified.claims.get("scp"), Some(&json!(["gateway-hosts", "other"])));
+    assert_eq!(verified.claims.get("iss"), Some(&json!(ISSUER)));
+    let mut expired = with_scopes;
+    expired["exp"] = json!(now() - 3600);
+    let err = verifier.verify_claims(&sign(&key, &expired)).await.unwrap_err();
+    assert!(matches!(err, JwtError::Expired), "{err:?}");
+}
+
+#[tokio::test]
 async fn es384_and_eddsa_keys_are_accepted_too() {
     let p384 = ec_key(Algorithm::ES384, Some("p384"));
     let ed = ed_key("ed");
