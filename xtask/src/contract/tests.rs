@@ -148,7 +148,7 @@ fn renamed_field_fails_the_breaking_check_with_bufs_message() {
 #[ignore = "needs buf: `cargo xtask test` installs the pinned buf and runs this test"]
 fn added_field_passes_and_an_accepted_break_passes() {
     let repo = Repo::with_contract();
-    repo.edit_contract("string external_id = 5;", "string external_id = 5;\n  string display_name = 6;");
+    repo.edit_contract("string external_id = 5;", "string external_id = 5;\n  string display_name = 99;");
     repo.commit("add a field");
     breaking_with(repo.path(), &workspace_buf(), None).unwrap();
 
