@@ -46,6 +46,7 @@ struct Discovery {
 }
 
 impl ClientCredentials {
+    /// The grant with these settings; nothing is asked of the IdP until a token is.
     pub fn new(settings: ClientCredentialsSettings) -> Result<Self, TokenError> {
         // No redirects: a redirected token request would carry the secret elsewhere.
         let http = reqwest::Client::builder()

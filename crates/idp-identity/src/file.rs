@@ -18,6 +18,7 @@ pub struct FileToken {
 }
 
 impl FileToken {
+    /// The token in the file at `path` (read when first asked, not now).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into(), last: Mutex::new(None) }
     }

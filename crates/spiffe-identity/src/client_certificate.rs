@@ -11,8 +11,11 @@ use crate::source::ById;
 
 /// The SVID of the moment, as DER: leaf first, and its PKCS#8 private key.
 pub struct CurrentSvid {
+    /// Its SPIFFE ID.
     pub spiffe_id: String,
+    /// The certificate chain, DER, leaf first.
     pub chain: Vec<Vec<u8>>,
+    /// The leaf's private key, PKCS#8 DER.
     pub key: Zeroizing<Vec<u8>>,
 }
 
@@ -26,12 +29,15 @@ impl std::fmt::Debug for CurrentSvid {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SvidCertificateError {
+    /// No answer in time: no agent, or the workload is not registered.
     #[error(
         "the SPIFFE Workload API at {endpoint} gave no X.509-SVID within {waited:?} (is the agent running, and is this workload registered?)"
     )]
     NoAnswer { endpoint: String, waited: Duration },
+    /// The workload has no SVID (of the SPIFFE ID asked for).
     #[error("the SPIFFE Workload API at {endpoint} gives this workload no X.509-SVID for {wanted}")]
     NotIssued { endpoint: String, wanted: String },
+    /// The Workload API cannot be used.
     #[error("the SPIFFE Workload API at {endpoint} cannot be used")]
     Unusable {
         endpoint: String,

@@ -47,6 +47,8 @@ impl AuthError {
 }
 
 impl Authenticator {
+    /// The methods enabled: `jwt` with its verifier, `spiffe` (certificates verified
+    /// at the handshake), and `anonymous` (the `none` method).
     pub fn new(jwt: Option<JwtVerifier>, spiffe: bool, anonymous: bool) -> Self {
         Self { jwt, spiffe, anonymous }
     }

@@ -38,25 +38,32 @@ pub enum BundleSource {
 /// The `spiffe` method's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpiffeSettings {
+    /// The one trust domain whose X.509-SVIDs are accepted.
     pub trust_domain: String,
+    /// Where its trust bundle comes from.
     pub bundle: BundleSource,
 }
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum SpiffeError {
+    /// `ZITI_MGMT_SPIFFE_TRUST_DOMAIN` is not a trust domain name.
     #[error("{0:?} is not a SPIFFE trust domain")]
     TrustDomain(String),
+    /// The Workload API did not answer in time.
     #[error("the SPIFFE Workload API at {endpoint} gave no trust bundle within {WORKLOAD_API_TIMEOUT:?}")]
     WorkloadApiTimeout { endpoint: String },
+    /// The Workload API cannot be used (no socket, refused).
     #[error("the SPIFFE Workload API at {endpoint} cannot be used")]
     WorkloadApi {
         endpoint: String,
         #[source]
         source: spiffe::X509SourceError,
     },
+    /// The Workload API knows no bundle for the trust domain.
     #[error("the SPIFFE Workload API at {endpoint} has no trust bundle for {trust_domain}")]
     NoBundle { endpoint: String, trust_domain: String },
+    /// The bundle file is unreadable or holds no certificate.
     #[error("cannot read the trust bundle file {path}: {problem}")]
     BundleFile { path: PathBuf, problem: String },
 }
