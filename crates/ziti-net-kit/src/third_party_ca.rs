@@ -141,7 +141,8 @@ pub fn external_id_identity(
     let enrollments = list(&ziti, "enrollments", "edge list enrollments", &format!("identity=\"{id}\""))?;
     for enrollment in enrollments {
         let enrollment_id = id_of(&enrollment, "edge list enrollments")?;
-        run(ziti().args(["edge", "delete", "enrollment", &enrollment_id]), "edge delete enrollment")?;
+        // An id may begin with '-'; after `--` the CLI does not take it for a flag.
+        run(ziti().args(["edge", "delete", "enrollment", "--", &enrollment_id]), "edge delete enrollment")?;
     }
     Ok(id)
 }
