@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
-use ziti_sdk::ZitiContext;
+use ziti_sdk::{ZitiConn, ZitiContext};
 
 /// Large enough that a bulk stream moves whole overlay payloads per read.
 const COPY_BUFFER: usize = 64 * 1024;
@@ -58,7 +58,7 @@ async fn overlay(identity: &str, service: &str) -> Result<(), Box<dyn std::error
     let mut term = signal(SignalKind::terminate())?;
     loop {
         tokio::select! {
-            conn = listener.accept() => { tokio::spawn(echo(conn?)); }
+            conn = listener.accept() => { tokio::spawn(echo_overlay(conn?)); }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -162,6 +162,18 @@ fn cpu_seconds() -> f64 {
     // After the command: utime and stime are the 12th and 13th fields (proc(5)), in USER_HZ (100).
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// Echoes an overlay connection with no buffer of its own: each received payload is
+/// written back as it arrived ([`ZitiConn::read_chunk`]), so an idle connection costs
+/// only what the SDK keeps for it.
+async fn echo_overlay(mut conn: ZitiConn) {
+    while let Ok(Some(payload)) = conn.read_chunk(usize::MAX).await {
+        if conn.write_all(&payload).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn.shutdown().await;
 }
 
 /// Echoes every byte back until the peer closes its side, then closes ours.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::PollSender;
 
@@ -183,30 +183,21 @@ fn broken(reason: &str) -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, reason.to_owned())
 }
 
-impl AsyncRead for ZitiConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            if !this.unread.is_empty() {
-                let n = this.unread.len().min(buf.remaining());
-                buf.put_slice(&this.unread[..n]);
-                this.unread.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            if this.read_done {
-                return Poll::Ready(Ok(()));
-            }
-            match &mut this.path {
-                DataPath::Flow(flow) => match ready!(flow.poll_read(&this.channel, cx)) {
+impl ZitiConn {
+    /// Waits until received plaintext is in `unread` or the peer has finished sending.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.unread.is_empty() && !self.read_done {
+            match &mut self.path {
+                DataPath::Flow(flow) => match ready!(flow.poll_read(&self.channel, cx)) {
                     Ok(Some(delivery)) => {
                         if !delivery.data.is_empty() {
-                            this.receive_data(delivery.data)?;
+                            self.receive_data(delivery.data)?;
                         }
-                        this.read_done |= delivery.fin || delivery.end;
+                        self.read_done |= delivery.fin || delivery.end;
                     }
-                    Ok(None) => this.read_done = true,
+                    Ok(None) => self.read_done = true,
                     Err(reason) => {
-                        this.read_done = true;
+                        self.read_done = true;
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, reason)));
                     }
                 },
@@ -215,31 +206,71 @@ impl AsyncRead for ZitiConn {
                         edge::content::DATA => {
                             let flags = message.header_u32(edge::header::FLAGS).unwrap_or(0);
                             if !message.body.is_empty() {
-                                this.receive_data(message.body)?;
+                                self.receive_data(message.body)?;
                             }
                             if flags & edge::FLAG_FIN != 0 {
-                                this.read_done = true;
+                                self.read_done = true;
                             }
                         }
                         edge::content::STATE_CLOSED => {
-                            tracing::debug!(conn_id = this.conn_id, reason = %message.body_text(), "peer closed");
-                            this.read_done = true;
-                            this.closed = true;
+                            tracing::debug!(conn_id = self.conn_id, reason = %message.body_text(), "peer closed");
+                            self.read_done = true;
+                            self.closed = true;
                         }
                         _ => {}
                     },
                     Some(Event::Lost(reason)) => {
-                        this.read_done = true;
-                        this.closed = true;
+                        self.read_done = true;
+                        self.closed = true;
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, reason)));
                     }
                     None => {
-                        this.read_done = true;
+                        self.read_done = true;
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection lost")));
                     }
                 },
             }
         }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Waits for received bytes and returns up to `max` of them as they arrived (the
+    /// decrypted payload itself, not a copy); `None` once the peer has finished sending.
+    ///
+    /// An application that forwards or echoes what it reads needs no buffer of its own
+    /// this way: an idle connection then costs only what the SDK keeps for it.
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await?;
+        if self.unread.is_empty() {
+            return Ok(None);
+        }
+        let n = self.unread.len().min(max.max(1));
+        Ok(Some(self.unread.split_to(n)))
+    }
+}
+
+impl AsyncRead for ZitiConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.poll_fill(cx))?;
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread[..n]);
+        this.unread.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads without a copy into a caller's buffer: `fill_buf` lends the received payload.
+impl AsyncBufRead for ZitiConn {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        ready!(this.poll_fill(cx))?;
+        Poll::Ready(Ok(&this.unread))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.unread.advance(amt.min(this.unread.len()));
     }
 }
 

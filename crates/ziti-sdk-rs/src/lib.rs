@@ -13,6 +13,11 @@
 //! conn.write_all(&buf[..n]).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! A [`ZitiConn`] is `AsyncRead`, `AsyncBufRead` and `AsyncWrite`. An application that
+//! forwards what it reads can take each received payload as it is with
+//! [`ZitiConn::read_chunk`] and keep no buffer of its own, so an idle connection costs
+//! only what the SDK keeps for it (about 4 KiB).
 
 #![warn(missing_docs)]
 

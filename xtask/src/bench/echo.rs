@@ -101,7 +101,22 @@ fn one_run(bench: &Bench, host: &mut Running, addr: &str, target: Target, sample
     let sizes = &bench.sizes;
     // Let the probes' circuits wind down before the idle footprint is read.
     sleep(Duration::from_secs(1));
-    samples.push(Measure::RssIdle, target, mib(host.rss()?));
+    let idle = host.rss()?;
+    samples.push(Measure::RssIdle, target, mib(idle));
+
+    // The idle connections come first, on a host that has not yet moved bulk data: what
+    // they add is their own cost, not memory an earlier measure freed and they reuse.
+    let held = load::idle(addr, sizes.idle_conns, 16)?;
+    sleep(Duration::from_secs(1));
+    let with_idle = host.rss()?;
+    let rss = mib(with_idle);
+    samples.push(Measure::RssConns, target, rss);
+    let per_conn_kib = with_idle.saturating_sub(idle) as f64 / 1024.0 / sizes.idle_conns.max(1) as f64;
+    samples.push(Measure::RssPerConn, target, per_conn_kib);
+    drop(held);
+    bench.say(&format!("  RSS {rss:.1} MiB with {} idle connections ({per_conn_kib:.1} KiB each)", sizes.idle_conns));
+    // Let their circuits wind down before the bulk measures.
+    sleep(Duration::from_secs(1));
 
     let cpu_before = host.cpu_seconds()?;
     let took = load::bulk(addr, 1, sizes.bulk1_bytes)?;
@@ -133,12 +148,6 @@ fn one_run(bench: &Bench, host: &mut Running, addr: &str, target: Target, sample
     samples.push(Measure::DialP99, target, dial_p99);
     bench.say(&format!("  dials {rate:.0}/s, p99 {dial_p99:.1} ms"));
 
-    let held = load::idle(addr, sizes.idle_conns, 16)?;
-    sleep(Duration::from_secs(1));
-    let rss = mib(host.rss()?);
-    samples.push(Measure::RssConns, target, rss);
-    drop(held);
-    bench.say(&format!("  RSS {rss:.1} MiB with {} idle connections", sizes.idle_conns));
     host.check_alive()
 }
 

@@ -56,11 +56,14 @@ pub enum Measure {
     DialP99,
     RssIdle,
     RssConns,
+    /// What each idle connection added to the host's RSS (KiB): the RSS just before the
+    /// idle connections were opened, subtracted from the RSS with all of them open.
+    RssPerConn,
     CpuPerGib,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 11] = [
+    pub const ALL: [Measure; 12] = [
         Measure::Bulk1,
         Measure::Bulk16,
         Measure::Rtt1P50,
@@ -71,6 +74,7 @@ impl Measure {
         Measure::DialP99,
         Measure::RssIdle,
         Measure::RssConns,
+        Measure::RssPerConn,
         Measure::CpuPerGib,
     ];
 
@@ -87,6 +91,7 @@ impl Measure {
             Measure::DialP99 => "dial → first byte, p99".to_owned(),
             Measure::RssIdle => "host RSS, idle".to_owned(),
             Measure::RssConns => format!("host RSS, {idle} idle conns"),
+            Measure::RssPerConn => "host RSS per idle conn".to_owned(),
             Measure::CpuPerGib => "host CPU per GiB echoed".to_owned(),
         }
     }
@@ -98,6 +103,7 @@ impl Measure {
             Measure::DialRate => "conn/s",
             Measure::DialP99 => "ms",
             Measure::RssIdle | Measure::RssConns => "MiB",
+            Measure::RssPerConn => "KiB",
             Measure::CpuPerGib => "CPU s",
         }
     }

@@ -82,14 +82,15 @@ impl FlowConn {
         self.lock().circuit.start(now)
     }
 
-    /// What the router sent for this connection. Never waits.
-    pub(super) fn on_message(&self, shared: &Shared, message: Message) {
+    /// What the router sent for this connection. Never waits. Returns whether payloads
+    /// wait for their acknowledgement ([`FlowConn::acknowledge`]).
+    pub(super) fn on_message(&self, shared: &Shared, message: Message) -> bool {
         let now = self.now();
         let mut state = self.lock();
         match message.content_type {
             xgress::content::PAYLOAD => match Payload::from_message(message) {
                 Ok(payload) => {
-                    for out in state.circuit.on_payload(payload, now) {
+                    for out in state.circuit.accept_payload(payload, now) {
                         shared.send_control(out);
                     }
                     if state.closing_until.is_some() {
@@ -97,6 +98,7 @@ impl FlowConn {
                     } else if let Some(waker) = state.reader.take() {
                         waker.wake();
                     }
+                    return true;
                 }
                 Err(err) => {
                     tracing::debug!(%err, "unreadable flow-control payload; dropping the connection");
@@ -106,9 +108,15 @@ impl FlowConn {
             },
             xgress::content::ACKNOWLEDGEMENT => match Ack::from_message(&message) {
                 Ok(ack) => {
-                    if state.circuit.on_ack(&ack, now)
-                        && let Some(waker) = state.writer.take()
-                    {
+                    let (writable, lost) = state.circuit.on_ack(&ack, now);
+                    if !lost.is_empty() {
+                        tracing::trace!(payloads = lost.len(), "resending payloads later ones overtook");
+                    }
+                    for message in lost {
+                        // A full queue skips this resend; the resend timeout tries again.
+                        shared.try_send(message);
+                    }
+                    if writable && let Some(waker) = state.writer.take() {
                         waker.wake();
                     }
                 }
@@ -122,6 +130,14 @@ impl FlowConn {
             // Trace routes: answering them is optional.
             xgress::content::CONTROL => tracing::trace!("ignoring an xgress control message"),
             other => tracing::trace!(content_type = other, "ignoring a message on a flow-controlled connection"),
+        }
+        false
+    }
+
+    /// Sends one acknowledgement for the payloads kept since the last.
+    pub(super) fn acknowledge(&self, shared: &Shared) {
+        if let Some(ack) = self.lock().circuit.acknowledgement() {
+            shared.send_control(ack);
         }
     }
 

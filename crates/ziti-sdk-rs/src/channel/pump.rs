@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
 
+use super::flow::FlowConn;
 use super::frame::{self, FrameCodec, Message};
 use super::shared::{Closed, ConnKind, REJECTION_WINDOW, Route, Shared, WRITE_BATCH, lock};
 use crate::edge;
@@ -75,9 +76,25 @@ pub(super) async fn read_loop(
     let outcome = tokio::select! {
         () = shared.cancel.cancelled() => None,
         result = async {
-            while let Some(message) = read_frame(&mut reader, &mut codec, &mut buf).await? {
+            // Flow-controlled connections whose payloads wait for their acknowledgement.
+            let mut ack_due = Vec::new();
+            loop {
+                let message = match codec.decode(&mut buf)? {
+                    Some(message) => message,
+                    None => {
+                        // All that was read is handled: acknowledge it before waiting.
+                        acknowledge(&shared, &mut ack_due);
+                        if reader.read_buf(&mut buf).await? > 0 {
+                            continue;
+                        }
+                        match codec.decode_eof(&mut buf)? {
+                            Some(message) => message,
+                            None => break,
+                        }
+                    }
+                };
                 shared.received.fetch_add(1, Ordering::Relaxed);
-                dispatch(&shared, message).await;
+                dispatch(&shared, message, &mut ack_due).await;
             }
             Ok::<_, frame::FrameError>(())
         } => Some(result),
@@ -105,7 +122,14 @@ fn shutdown(shared: &Shared, reason: Closed) {
     lock(&shared.pending).clear();
 }
 
-async fn dispatch(shared: &Shared, message: Message) {
+/// Sends the acknowledgements `ack_due` waits for.
+fn acknowledge(shared: &Shared, ack_due: &mut Vec<Arc<FlowConn>>) {
+    for flow in ack_due.drain(..) {
+        flow.acknowledge(shared);
+    }
+}
+
+async fn dispatch(shared: &Shared, message: Message, ack_due: &mut Vec<Arc<FlowConn>>) {
     tracing::trace!(?message, "received");
     let (conn_id, message) = match classify(message, |reply_for| lock(&shared.pending).remove(&reply_for)) {
         Inbound::Reply(waiter, message) => {
@@ -130,9 +154,16 @@ async fn dispatch(shared: &Shared, message: Message) {
         return;
     };
     let sink = match route {
-        Route::Flow(flow) => return flow.on_message(shared, message),
+        Route::Flow(flow) => {
+            if flow.on_message(shared, message) && !ack_due.iter().any(|due| Arc::ptr_eq(due, &flow)) {
+                ack_due.push(flow);
+            }
+            return;
+        }
         Route::Inbox(sink) => sink,
     };
+    // The push below may wait for a slow reader: acknowledge first.
+    acknowledge(shared, ack_due);
     if sink.push(message, shared.settings.stall).await.is_err() {
         tracing::warn!(conn_id, "connection made no progress reading; closing it");
         lock(&shared.sinks).remove(&conn_id);

@@ -77,17 +77,17 @@ const INITIAL_RETRANSMIT_MS: u32 = 200;
 /// from turning a briefly busy peer into a resend storm).
 const MIN_RETRANSMIT_MS: u32 = 50;
 const MAX_RETRANSMIT_MS: u32 = 10_000;
-/// Resend timeout = smoothed round trip x this scale.
-const RETRANSMIT_SCALE: f64 = 1.5;
 /// Passes over the unacknowledged payloads are at least this far apart.
 const RETRANSMIT_PASS_MS: u64 = 64;
 /// A full peer whose reported level has not moved for this long has stopped reading.
 const STALLED_PEER_MS: u64 = 1_000;
-/// After this many resends the window shrinks by [`WINDOW_SHRINK`].
-const RETRANSMITS_BEFORE_SHRINK: u32 = 64;
-const WINDOW_SHRINK: f64 = 0.75;
-/// After this many acknowledgements the window grows by the bytes they acknowledged.
-const ACKS_BEFORE_GROWTH: u32 = 28;
+/// A payload still unacknowledged when this many later ones were acknowledged was lost:
+/// routers forward payloads and acknowledgements with a non-blocking send and drop them
+/// when the next hop's queue is full, and the channel keeps the rest in order.
+const FAST_RETRANSMIT_AFTER: i32 = 3;
+/// Once the window was halved after a loss it grows by about this much per window of
+/// acknowledged bytes (one full payload per round trip, as TCP grows by a segment).
+const WINDOW_STEP: u32 = 32 * 1024;
 /// Reading only sends a window update once the reported level has halved and was
 /// above this; smaller changes ride on the next acknowledgement.
 const WINDOW_UPDATE_FLOOR: u32 = 10_000;
@@ -269,6 +269,9 @@ struct Unacked {
     payload: Payload,
     /// `None` while held back until the circuit starts.
     sent_at: Option<u64>,
+    /// Resent already because later payloads were acknowledged (once only; after that
+    /// the resend timeout applies).
+    fast_resent: bool,
 }
 
 /// Messages produced by one step, for the caller to send.
@@ -291,10 +294,15 @@ pub(crate) struct Circuit {
     unacked_bytes: u32,
     window: u32,
     peer_buffered: u32,
-    acked_since_growth: u32,
-    acked_bytes_since_growth: u32,
-    retransmits_since_shrink: u32,
-    last_rtt: u16,
+    /// Below it the window grows by every acknowledged byte, above it by [`WINDOW_STEP`]
+    /// per window: it is half the window the last loss was seen at.
+    growth_threshold: u32,
+    /// Losses among payloads before this sequence belong to the loss episode the window
+    /// already shrank for.
+    recovery_until: i32,
+    /// Smoothed round trip and its mean deviation (RFC 6298), in ms; `None` before the
+    /// first sample.
+    rtt: Option<(f64, f64)>,
     retransmit_after: u32,
     last_retransmit_pass: u64,
     /// When the peer's reported level last changed.
@@ -306,6 +314,9 @@ pub(crate) struct Circuit {
     ready: VecDeque<Payload>,
     buffered: u32,
     last_reported: u32,
+    /// Payloads kept and not yet acknowledged, and the newest one's stamp.
+    unanswered: Vec<i32>,
+    unanswered_rtt: u16,
     ended: bool,
 }
 
@@ -326,10 +337,9 @@ impl Circuit {
             unacked_bytes: 0,
             window: windows.send,
             peer_buffered: 0,
-            acked_since_growth: 0,
-            acked_bytes_since_growth: 0,
-            retransmits_since_shrink: 0,
-            last_rtt: 0,
+            growth_threshold: windows.send,
+            recovery_until: 0,
+            rtt: None,
             retransmit_after: INITIAL_RETRANSMIT_MS,
             last_retransmit_pass: 0,
             level_changed_at: 0,
@@ -339,6 +349,8 @@ impl Circuit {
             ready: VecDeque::new(),
             buffered: 0,
             last_reported: 0,
+            unanswered: Vec::new(),
+            unanswered_rtt: 0,
             ended: false,
         }
     }
@@ -358,9 +370,13 @@ impl Circuit {
 
     /// Whether a write may go out now. A circuit with nothing in flight may always send
     /// one payload, so that a lost window update cannot stall it for good.
+    ///
+    /// The window covers what the peer holds unread as well as what is in flight: the
+    /// peer stops taking payloads once its buffer is full, so sending past that only
+    /// makes resends.
     pub(crate) fn writable(&self) -> bool {
-        let blocked = u64::from(self.peer_buffered) > u64::from(self.windows.send) || self.unacked_bytes >= self.window;
-        !blocked || self.unacked_bytes == 0
+        let committed = u64::from(self.peer_buffered) + u64::from(self.unacked_bytes);
+        committed < u64::from(self.window) || self.unacked_bytes == 0
     }
 
     /// Queues application data (or an empty half-close when `fin`); returns the
@@ -409,7 +425,7 @@ impl Circuit {
         self.unacked_bytes += payload.data.len() as u32;
         let message = self.started.then(|| payload.to_message(&self.circuit_id, self.conn_id));
         let sent_at = self.started.then_some(now);
-        self.unacked.insert(payload.sequence, Unacked { payload, sent_at });
+        self.unacked.insert(payload.sequence, Unacked { payload, sent_at, fast_resent: false });
         message
     }
 
@@ -418,9 +434,20 @@ impl Circuit {
         self.unacked.is_empty()
     }
 
-    /// A payload from the peer: keeps it (answering with an acknowledgement) unless the
-    /// receive buffer is full, in which case it is dropped unanswered and resent later.
+    /// A payload from the peer: keeps it, answering with an acknowledgement at once (see
+    /// [`Circuit::accept_payload`]).
+    #[cfg(test)]
     pub(crate) fn on_payload(&mut self, payload: Payload, now: u64) -> Outgoing {
+        let mut out = self.accept_payload(payload, now);
+        out.extend(self.acknowledgement());
+        out
+    }
+
+    /// A payload from the peer: keeps it, to be acknowledged by the next
+    /// [`Circuit::acknowledgement`], unless the receive buffer is full, in which case it
+    /// is dropped unanswered and resent later. Returns what else must go out (our
+    /// answer to the circuit's start).
+    pub(crate) fn accept_payload(&mut self, payload: Payload, now: u64) -> Outgoing {
         let mut out = Vec::new();
         if payload.sent_by_terminator() == (self.originator == Originator::Terminator) {
             // Our own payload come back: a routing loop, not data for us.
@@ -442,7 +469,9 @@ impl Circuit {
         }
         let sequence = payload.sequence;
         if sequence >= self.next_expected {
-            let full = self.buffered > self.windows.receive;
+            // The peer stops once we report the receive window full, with up to its own
+            // window still on the way: that much more is kept, not dropped and resent.
+            let full = u64::from(self.buffered) > u64::from(self.windows.receive) + PEER_BLOCK_THRESHOLD;
             if full && sequence > self.highest_seen {
                 return out;
             }
@@ -456,10 +485,10 @@ impl Circuit {
                 self.next_expected = self.next_expected.wrapping_add(1);
                 self.ready.push_back(next);
             }
-            out.push(self.ack(vec![sequence], rtt));
+            self.owe_acknowledgement(sequence, rtt);
         } else {
             // Already delivered: the acknowledgement was lost, send it again.
-            out.push(self.ack(vec![sequence], payload.rtt));
+            self.owe_acknowledgement(sequence, payload.rtt);
         }
         out
     }
@@ -469,25 +498,37 @@ impl Circuit {
         u32::try_from(scaled).unwrap_or(u32::MAX)
     }
 
+    fn owe_acknowledgement(&mut self, sequence: i32, rtt: u16) {
+        self.unanswered.push(sequence);
+        self.unanswered_rtt = rtt;
+    }
+
+    /// One acknowledgement for every payload kept since the last one: the channel's
+    /// reader asks once it has handled all it read, so a burst costs the router one
+    /// message to forward rather than one per payload. It carries the newest payload's
+    /// stamp for the peer's round trip.
+    pub(crate) fn acknowledgement(&mut self) -> Option<Message> {
+        if self.unanswered.is_empty() {
+            return None;
+        }
+        let sequences = std::mem::take(&mut self.unanswered);
+        Some(self.ack(sequences, self.unanswered_rtt))
+    }
+
     fn ack(&mut self, sequences: Vec<i32>, rtt: u16) -> Message {
         let receive_buffered = self.reported();
         self.last_reported = receive_buffered;
         Ack { sequences, flags: self.originator.flag(), receive_buffered, rtt }.to_message(&self.circuit_id)
     }
 
-    /// An acknowledgement from the peer. Returns whether writing may have become possible.
-    pub(crate) fn on_ack(&mut self, ack: &Ack, now: u64) -> bool {
+    /// An acknowledgement from the peer: whether writing may have become possible, and
+    /// the payloads it shows lost, to send again now.
+    pub(crate) fn on_ack(&mut self, ack: &Ack, now: u64) -> (bool, Outgoing) {
         for sequence in &ack.sequences {
             if let Some(done) = self.unacked.remove(sequence) {
                 let len = done.payload.data.len() as u32;
                 self.unacked_bytes -= len;
-                self.acked_bytes_since_growth += len;
-                self.acked_since_growth += 1;
-                if self.acked_since_growth >= ACKS_BEFORE_GROWTH {
-                    self.window = self.window.saturating_add(self.acked_bytes_since_growth).min(self.windows.send);
-                    self.acked_since_growth = 0;
-                    self.acked_bytes_since_growth = 0;
-                }
+                self.grow(len);
             }
         }
         if ack.receive_buffered != self.peer_buffered {
@@ -495,17 +536,73 @@ impl Circuit {
         }
         self.peer_buffered = ack.receive_buffered;
         if ack.rtt != 0 {
-            let mut rtt = (now as u16).wrapping_sub(ack.rtt);
-            if self.last_rtt > 0 {
-                // One slow sample may at most quadruple the estimate, then it is averaged.
-                rtt = rtt.min(self.last_rtt.saturating_mul(4));
-                rtt = ((u32::from(rtt) + u32::from(self.last_rtt)) / 2) as u16;
-            }
-            self.last_rtt = rtt;
-            let after = (f64::from(rtt) * RETRANSMIT_SCALE) as u32;
-            self.retransmit_after = after.clamp(MIN_RETRANSMIT_MS, MAX_RETRANSMIT_MS);
+            self.round_trip_sample(f64::from((now as u16).wrapping_sub(ack.rtt)));
         }
-        self.writable()
+        let lost = match ack.sequences.iter().max() {
+            Some(newest) => self.resend_overtaken(newest.saturating_sub(FAST_RETRANSMIT_AFTER), now),
+            None => Vec::new(),
+        };
+        (self.writable(), lost)
+    }
+
+    /// Resends (once) each payload up to `last` that is still unacknowledged.
+    fn resend_overtaken(&mut self, last: i32, now: u64) -> Outgoing {
+        let mut out = Vec::new();
+        let mut first_lost = None;
+        for (sequence, unacked) in self.unacked.range_mut(..=last) {
+            if unacked.fast_resent || unacked.sent_at.is_none() {
+                continue;
+            }
+            unacked.fast_resent = true;
+            first_lost.get_or_insert(*sequence);
+            out.push(Self::resend_message(&self.circuit_id, self.conn_id, unacked, now));
+        }
+        if let Some(sequence) = first_lost {
+            self.on_loss(sequence);
+        }
+        out
+    }
+
+    /// Marks `unacked` as sent again now and returns its message.
+    fn resend_message(circuit_id: &Bytes, conn_id: u32, unacked: &mut Unacked, now: u64) -> Message {
+        unacked.sent_at = Some(now);
+        unacked.payload.flags |= flag::RETRANSMIT;
+        unacked.payload.rtt = now as u16;
+        unacked.payload.to_message(circuit_id, conn_id)
+    }
+
+    /// Acknowledged bytes widen the window: fast up to the growth threshold, then by
+    /// about [`WINDOW_STEP`] per window (AIMD, as TCP).
+    fn grow(&mut self, acked: u32) {
+        let step = if self.window < self.growth_threshold {
+            acked
+        } else {
+            (u64::from(acked) * u64::from(WINDOW_STEP) / u64::from(self.window.max(1))) as u32
+        };
+        self.window = self.window.saturating_add(step.max(1)).min(self.windows.send);
+    }
+
+    /// Payloads up to `sequence` were lost: the path is full (a router drops what the
+    /// next hop's queue has no room for), so the window halves, once per loss episode.
+    fn on_loss(&mut self, sequence: i32) {
+        if sequence < self.recovery_until {
+            return;
+        }
+        self.window = (self.window / 2).max(MIN_WINDOW);
+        self.growth_threshold = self.window;
+        self.recovery_until = self.next_sequence;
+    }
+
+    /// The resend timeout follows the round trip and how much it varies (RFC 6298):
+    /// under a full window the round trip is mostly queueing, and varies with it.
+    fn round_trip_sample(&mut self, sample: f64) {
+        let (srtt, rttvar) = match self.rtt {
+            None => (sample, sample / 2.0),
+            Some((srtt, rttvar)) => (0.875 * srtt + 0.125 * sample, 0.75 * rttvar + 0.25 * (srtt - sample).abs()),
+        };
+        self.rtt = Some((srtt, rttvar));
+        let after = (srtt + 4.0 * rttvar).ceil() as u32;
+        self.retransmit_after = after.clamp(MIN_RETRANSMIT_MS, MAX_RETRANSMIT_MS);
     }
 
     /// Payloads not acknowledged in time, marked as resent, oldest first. While the peer
@@ -523,24 +620,21 @@ impl Circuit {
         let peer_full = u64::from(self.peer_buffered) > u64::from(self.windows.send);
         let stalled_peer = peer_full && now.saturating_sub(self.level_changed_at) >= STALLED_PEER_MS;
         let limit = if stalled_peer { 1 } else { usize::MAX };
-        for unacked in self.unacked.values_mut() {
-            if out.len() >= limit {
-                break;
-            }
-            let Some(sent_at) = unacked.sent_at else { continue };
-            if now.saturating_sub(sent_at) < after {
-                continue;
-            }
-            unacked.sent_at = Some(now);
-            unacked.payload.flags |= flag::RETRANSMIT;
-            unacked.payload.rtt = now as u16;
-            out.push(unacked.payload.to_message(&self.circuit_id, self.conn_id));
-            self.retransmits_since_shrink += 1;
-            if self.retransmits_since_shrink >= RETRANSMITS_BEFORE_SHRINK {
-                self.retransmits_since_shrink = 0;
-                self.acked_bytes_since_growth = 0;
-                self.window = ((f64::from(self.window) * WINDOW_SHRINK) as u32).max(MIN_WINDOW);
-            }
+        let due = self
+            .unacked
+            .iter_mut()
+            .filter(|(_, unacked)| unacked.sent_at.is_some_and(|sent_at| now.saturating_sub(sent_at) >= after))
+            .take(limit);
+        let mut first_lost = None;
+        for (sequence, unacked) in due {
+            first_lost.get_or_insert(*sequence);
+            out.push(Self::resend_message(&self.circuit_id, self.conn_id, unacked, now));
+        }
+        // A peer that stopped reading is not a full path: probing it leaves the window be.
+        if let Some(sequence) = first_lost
+            && !stalled_peer
+        {
+            self.on_loss(sequence);
         }
         out
     }

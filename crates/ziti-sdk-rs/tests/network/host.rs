@@ -30,11 +30,16 @@ impl RustEcho {
                 assert!(conn.is_flow_controlled(), "the router uses flow control for the Rust host");
                 seen.lock().unwrap().push(conn.dialer().cloned().unwrap_or(DialerIdentity::Unknown));
                 tokio::spawn(async move {
-                    let (mut reader, mut writer) = tokio::io::split(conn);
-                    // The dialer checks the bytes; a peer closing early only ends this echo.
-                    if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
-                        let _ = writer.shutdown().await;
+                    let mut conn = conn;
+                    // Each payload is written back as it arrived (`read_chunk`, no buffer of
+                    // our own). The dialer checks the bytes; a peer closing early only ends
+                    // this echo.
+                    while let Ok(Some(payload)) = conn.read_chunk(usize::MAX).await {
+                        if conn.write_all(&payload).await.is_err() {
+                            return;
+                        }
                     }
+                    let _ = conn.shutdown().await;
                 });
             }
         });
