@@ -193,6 +193,62 @@ fn sent_data(message: &Message) -> Bytes {
 }
 
 #[test]
+fn the_window_counts_what_the_peer_holds_unread_as_well_as_what_is_in_flight() {
+    let (mut dialer, mut host) = pair();
+    started(&mut dialer, &mut host);
+    let first = dialer.send(Bytes::from(vec![0u8; 1000]), false, 0).unwrap();
+    let holds: u32 = 3 * 1024 * 1024;
+    let report =
+        Ack { sequences: vec![payload(first).sequence], flags: flag::ORIGINATOR, receive_buffered: holds, rtt: 0 };
+    dialer.on_ack(&report, 1);
+    let chunk = 32 * 1024;
+    let mut sent = 0;
+    while dialer.writable() && sent < 2 * DEFAULT_WINDOW as usize {
+        dialer.send(Bytes::from(vec![0u8; chunk]), false, 1);
+        sent += chunk;
+    }
+    let room = (DEFAULT_WINDOW - holds) as usize;
+    assert!(sent <= room + chunk, "sent {sent} bytes while the peer holds {holds} of a {DEFAULT_WINDOW} window");
+    assert!(sent >= room, "stopped at {sent} bytes with {room} of room");
+}
+
+#[test]
+fn a_loss_halves_the_window_once_per_episode_and_acknowledgements_widen_it_again() {
+    let (mut dialer, mut host) = pair();
+    started(&mut dialer, &mut host);
+    let full = dialer.window;
+    let sequence = |m: &Message| payload(m.clone()).sequence;
+    let send = |dialer: &mut Circuit, count: u8, now: u64| -> Vec<Message> {
+        (0..count).map(|i| dialer.send(Bytes::from(vec![i; 1000]), false, now).unwrap()).collect()
+    };
+    let acked = |sequences: Vec<i32>| Ack { sequences, flags: flag::ORIGINATOR, receive_buffered: 0, rtt: 0 };
+
+    // The first two of eight are dropped; the next three are acknowledged one by one.
+    let flight = send(&mut dialer, 8, 1_000);
+    for message in &flight[2..5] {
+        dialer.on_ack(&acked(vec![sequence(message)]), 1_002);
+    }
+    // Halved, then widened a little by the acknowledgement that came with it.
+    let about = |window: u32, target: u32| (target..target + 1024).contains(&window);
+    assert!(about(dialer.window, full / 2), "two payloads lost in one flight: one halving, got {}", dialer.window);
+    // The rest of that flight timing out is still the same episode.
+    let before = dialer.window;
+    assert!(!dialer.retransmit(2_000).is_empty());
+    assert_eq!(dialer.window, before, "resends of the same flight do not halve it again");
+
+    dialer.on_ack(&acked(flight.iter().map(sequence).collect()), 2_001);
+    let widened = dialer.window;
+    assert!(widened > full / 2, "acknowledgements widen the window again");
+
+    // A loss among payloads sent after the halving is a new episode.
+    let later = send(&mut dialer, 5, 3_000);
+    for message in &later[1..4] {
+        dialer.on_ack(&acked(vec![sequence(message)]), 3_001);
+    }
+    assert!(about(dialer.window, widened / 2), "a new loss halves it again, got {}", dialer.window);
+}
+
+#[test]
 fn a_burst_of_payloads_is_acknowledged_by_one_message() {
     let (mut dialer, mut host) = pair();
     started(&mut dialer, &mut host);

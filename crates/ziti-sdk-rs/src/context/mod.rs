@@ -27,8 +27,10 @@ pub struct ContextOptions {
     /// itself, and is never cut off for it. Off, or with routers that do not offer it,
     /// connections use the legacy data path (`receive_budget`, `receive_stall_limit`).
     pub flow_control: bool,
-    /// With flow control: the most unacknowledged bytes a connection sends, and the most
-    /// received bytes it holds unread before the sender waits.
+    /// With flow control: the most bytes a connection has in flight and unread at the
+    /// peer before it waits (the window halves on a loss and grows back), and the unread
+    /// received bytes at which it tells the sender to wait (it keeps up to one default
+    /// window more, what the sender may still have on the way, before it drops).
     pub flow_window: usize,
     /// Legacy data path: bytes a connection may hold received but unread before the
     /// channel reader waits for it (pushing back on the sender).
