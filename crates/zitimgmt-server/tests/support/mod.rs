@@ -101,13 +101,29 @@ impl Management {
     /// Starts one for `network` with the given lease TTL and reaper interval, and
     /// waits until `/readyz` says it is ready.
     pub fn start(network: &ZitiNetwork, ttl: &str, reaper: &str) -> Self {
-        let (grpc, admin) = (free_addr(), free_addr());
-        let mut env = base_env(network, grpc, admin);
-        env.push(("ZITI_MGMT_LEASE_TTL".into(), ttl.into()));
-        env.push(("ZITI_MGMT_REAPER_INTERVAL".into(), reaper.into()));
-        let management = Self::spawn(&env, grpc, admin);
-        management.wait_ready(Duration::from_secs(20));
-        management
+        // A port found free can be taken by another process before ziti-management binds
+        // it: on "Address already in use" try again with new ports.
+        for _ in 0..3 {
+            let (grpc, admin) = (free_addr(), free_addr());
+            let mut env = base_env(network, grpc, admin);
+            env.push(("ZITI_MGMT_LEASE_TTL".into(), ttl.into()));
+            env.push(("ZITI_MGMT_REAPER_INTERVAL".into(), reaper.into()));
+            let mut management = Self::spawn(&env, grpc, admin);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if http_get(management.admin, "/readyz").is_some_and(|(status, _)| status == 200) {
+                    return management;
+                }
+                if let Ok(Some(_)) = management.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !management.logs().contains("Address already in use") {
+                management.wait_ready(Duration::ZERO);
+            }
+        }
+        panic!("ziti-management found its ports taken three times");
     }
 
     /// Starts one with exactly `env` (nothing inherited, but TLS added unless `env`
