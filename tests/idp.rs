@@ -71,7 +71,8 @@ async fn hydra_tokens_name_the_client_in_sub_and_the_scopes_asked_for_in_scp() {
     assert_eq!(scoped["aud"], serde_json::json!([network.oidc_audience]));
     assert_eq!(scoped["scp"], serde_json::json!(["gateway-hosts", "gateway-clients"]));
     let lifetime = scoped["exp"].as_i64().unwrap() - scoped["iat"].as_i64().unwrap();
-    assert_eq!(lifetime, 120, "ziti-up's Hydra issues 2-minute tokens");
+    let expected = ziti_net_kit::hydra::DEFAULT_ACCESS_TOKEN_TTL.as_secs();
+    assert_eq!(lifetime, i64::try_from(expected).unwrap(), "ziti-up's Hydra issues {expected}-second tokens");
 
     let unscoped = claims(&client.token_for(&network.oidc_audience, &[]));
     assert_eq!(unscoped["scp"], serde_json::json!([]));

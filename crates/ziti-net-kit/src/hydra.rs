@@ -29,7 +29,8 @@ pub const BIN_ENV: &str = "HYDRA_BIN";
 const SHARED_INSTALLER: &str = "../shared/hydra/install";
 
 /// How long access tokens live unless [`HydraSettings::access_token_ttl`] says otherwise.
-pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(120);
+/// One minute: short enough that a test sees several tokens replaced in a few minutes.
+pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// How long Hydra may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

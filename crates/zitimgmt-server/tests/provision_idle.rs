@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::idp::{IDLE_WAIT, Provisioning, principal, token};
 use workspace_tests::network::ZitiNetwork;
 
@@ -28,7 +30,11 @@ async fn an_unused_provisioned_identity_is_deleted_after_the_idle_time_and_one_l
     assert!(gone.is_some(), "the unused identity is still there after {IDLE_WAIT:?}:\n{}", setup.management.logs());
     let kept = setup.controller.identity(&in_use.ziti_identity_id).await.expect("the logged-in identity is kept");
     assert_eq!(kept["hasApiSession"], true, "{kept}");
-    let logs = setup.management.logs();
+    // The controller shows the identity gone before ziti-management has logged why.
+    let logs = setup.management.wait_for_log_line(
+        |line| line.contains("identity.deleted_idle") && line.contains(&unused.ziti_identity_id),
+        Duration::from_secs(10),
+    );
     let deleted: Vec<&str> = logs.lines().filter(|line| line.contains("identity.deleted_idle")).collect();
     assert!(
         deleted.iter().any(|line| line.contains(&unused.ziti_identity_id) && line.contains(&unused.external_id)),

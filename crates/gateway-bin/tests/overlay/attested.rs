@@ -3,7 +3,7 @@
 //! X.509-SVID from SPIRE's Workload API as its client certificate, is issued its
 //! identity under that SPIFFE ID, and a workload the policy does not admit is refused.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use workspace_tests::network::ZitiNetwork;
 
@@ -19,6 +19,19 @@ fn tags(network: &ZitiNetwork, id: &str) -> serde_json::Value {
 
 fn management_log(network: &ZitiNetwork) -> String {
     std::fs::read_to_string(network.home.join("ziti-management.log")).unwrap_or_default()
+}
+
+/// The network's ziti-management log once a line of it satisfies `wanted`, for what
+/// it logs after the gateway has moved on (a release the gateway stopped waiting for).
+fn wait_for_management_log_line(network: &ZitiNetwork, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = management_log(network);
+        if log.lines().any(&wanted) || Instant::now() >= deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -47,12 +60,10 @@ fn the_gateway_is_issued_its_identity_over_mtls_under_its_spiffe_id_and_serves()
 
     let (status, _) = gateway.terminate();
     assert!(status.success(), "{}", gateway.log());
-    let log = management_log(&network);
-    assert!(
-        log.lines()
-            .any(|line| line.contains("lease.released") && line.contains(lease.as_str()) && line.contains(&spiffe_id)),
-        "the release is audited with its principal:\n{log}"
-    );
+    let released =
+        |line: &str| line.contains("lease.released") && line.contains(lease.as_str()) && line.contains(&spiffe_id);
+    let log = wait_for_management_log_line(&network, released);
+    assert!(log.lines().any(released), "the release is audited with its principal:\n{log}");
 }
 
 #[test]

@@ -65,14 +65,15 @@ fn idp_tokens_replaced_over_three_lifetimes_fail_no_request_of_ten_clients() {
     let proxy = TunnelProxy::start(&network);
     proxy.get_ok("/before", Duration::from_secs(30));
     let tokens = |gateway: &Gateway| gateway.log().lines().filter(|line| line.contains("IdP token from")).count();
-    let first_expiry = Instant::now() + Duration::from_secs(120);
+    let lifetime = first_token_lifetime(&gateway.log());
+    let first_expiry = Instant::now() + lifetime;
 
     let started = Instant::now();
-    // Three 2-minute lifetimes: past the third token's expiry, with the fourth in use.
-    let deadline = started + Duration::from_secs(420);
+    // Three token lifetimes: past the third token's expiry, with the fourth in use.
+    let deadline = started + lifetime * 7 / 2;
     let (ok, failed) = ten_clients_looping(&proxy.addr, || {
         let now = Instant::now();
-        now >= deadline || (now >= first_expiry + Duration::from_secs(250) && tokens(&gateway) >= 4)
+        now >= deadline || (now >= first_expiry + lifetime * 2 + Duration::from_secs(10) && tokens(&gateway) >= 4)
     });
     let log = gateway.log();
     eprintln!(
@@ -84,13 +85,25 @@ fn idp_tokens_replaced_over_three_lifetimes_fail_no_request_of_ten_clients() {
     for line in log.lines().filter(|line| line.contains("IdP token from") || line.contains("credential rotated")) {
         eprintln!("  {line}");
     }
-    assert!(started.elapsed() >= Duration::from_secs(360), "ran at least three token lifetimes");
+    assert!(started.elapsed() >= lifetime * 3, "ran at least three token lifetimes of {lifetime:?}");
     assert!(tokens(&gateway) >= 4, "fewer than four tokens:\n{log}");
     assert_eq!(failed, 0, "requests failed while tokens expired and were replaced");
     assert!(ok > 100, "only {ok} requests");
     assert_eq!(gateway.leases().len(), 1, "the identity was lost and enrolled again:\n{log}");
     let (status, _) = gateway.terminate();
     assert!(status.success(), "{}", gateway.log());
+}
+
+/// How long the gateway's first IdP token had to live when it came, from its log.
+fn first_token_lifetime(log: &str) -> Duration {
+    let line = log.lines().find(|line| line.contains("IdP token from")).unwrap_or_else(|| panic!("no token:\n{log}"));
+    let secs = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("expires_in_secs="))
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no expires_in_secs in {line}"));
+    assert!(secs > 0, "a token already spent: {line}");
+    Duration::from_secs(secs)
 }
 
 #[test]

@@ -207,6 +207,21 @@ impl Management {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once a line of it satisfies `wanted`: for events the server logs after
+    /// the client has already seen the outcome (a refused handshake). Panics with the
+    /// log when no such line appears `within`.
+    pub fn wait_for_log_line(&self, wanted: impl Fn(&str) -> bool, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let logs = self.logs();
+            if logs.lines().any(&wanted) {
+                return logs;
+            }
+            assert!(Instant::now() < deadline, "the awaited line is not in the log after {within:?}:\n{logs}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for the process to exit on its own.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
