@@ -318,6 +318,8 @@ pub(crate) struct Circuit {
     unanswered: Vec<i32>,
     unanswered_rtt: u16,
     ended: bool,
+    /// The peer half-closed (edge FIN) and will write no more data.
+    fin_seen: bool,
 }
 
 impl Circuit {
@@ -352,6 +354,7 @@ impl Circuit {
             unanswered: Vec::new(),
             unanswered_rtt: 0,
             ended: false,
+            fin_seen: false,
         }
     }
 
@@ -432,6 +435,15 @@ impl Circuit {
     /// Whether everything we sent was acknowledged.
     pub(crate) fn all_acked(&self) -> bool {
         self.unacked.is_empty()
+    }
+
+    /// Whether the circuit of a dropped connection may end now: what we sent is
+    /// acknowledged and the peer has finished too (its EOF read, or its half-close when
+    /// it has no EOF). Ending sooner leaves the peer resending its last payloads to a
+    /// router that no longer knows the circuit, until its own close wait.
+    pub(crate) fn may_end(&self) -> bool {
+        let peer_done = self.ended || (self.fin_seen && self.peer_capabilities & CAPABILITY_EOF == 0);
+        self.all_acked() && peer_done
     }
 
     /// A payload from the peer: keeps it, answering with an acknowledgement at once (see
@@ -650,6 +662,7 @@ impl Circuit {
             let fin = payload.edge_flags() & edge::FLAG_FIN != 0;
             let end = payload.flags & (flag::EOF | flag::CIRCUIT_END | flag::WRITE_FAILED) != 0;
             self.ended |= end;
+            self.fin_seen |= fin;
             if payload.data.is_empty() && !fin && !end {
                 continue;
             }

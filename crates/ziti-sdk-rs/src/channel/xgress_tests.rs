@@ -294,6 +294,68 @@ fn half_close_and_end_reach_the_reader() {
     assert_eq!(dialer.next_delivery(), Some(Delivery { data: Bytes::new(), fin: false, end: true }));
 }
 
+/// The host drops its connection after answering; the dialer reads the answer and the
+/// EOF, then sends its own EOF.
+#[test]
+fn a_dropped_connection_ends_its_circuit_only_once_the_peer_has_finished_too() {
+    let (mut dialer, mut host) = pair();
+    let out = started(&mut dialer, &mut host);
+    for message in out.into_iter().filter(|m| m.content_type == content::PAYLOAD) {
+        for reply in dialer.on_payload(payload(message), 0) {
+            host.on_ack(&ack(&reply), 0);
+        }
+    }
+    let request = dialer.send(Bytes::from_static(b"GET"), false, 0).unwrap();
+    for message in host.on_payload(payload(request), 0) {
+        dialer.on_ack(&ack(&message), 0);
+    }
+    host.next_delivery();
+    let answer = host.send(Bytes::from_static(b"200"), false, 0).unwrap();
+    let end = host.send_end(0).unwrap();
+    host.discard_received();
+    assert!(!host.may_end(), "nothing of ours acknowledged yet");
+    for message in [answer, end] {
+        for reply in dialer.on_payload(payload(message), 0) {
+            host.on_ack(&ack(&reply), 0);
+        }
+    }
+    assert!(host.all_acked());
+    assert!(!host.may_end(), "the peer has not finished: its last payloads would find no circuit");
+    let fin = dialer.send(Bytes::new(), true, 0).unwrap();
+    host.on_payload(payload(fin), 0);
+    host.discard_received();
+    assert!(!host.may_end(), "a half-close is not the end of a peer that sends EOF");
+
+    while dialer.next_delivery().is_some() {}
+    let dialer_end = dialer.send_end(0).unwrap();
+    assert_ne!(payload(dialer_end.clone()).flags & flag::EOF, 0);
+    host.on_payload(payload(dialer_end), 0);
+    host.discard_received();
+    assert!(host.may_end(), "both sides finished and everything acknowledged");
+}
+
+#[test]
+fn a_peer_without_eof_has_finished_once_it_half_closed() {
+    let (mut dialer, mut host) = pair();
+    // The host hears no capabilities: the start carries none.
+    let start = dialer.start(0).remove(0);
+    let mut bare = payload(start);
+    bare.headers.clear();
+    for message in host.on_payload(bare, 0) {
+        if message.content_type == content::ACKNOWLEDGEMENT {
+            dialer.on_ack(&ack(&message), 0);
+        } else {
+            for reply in dialer.on_payload(payload(message), 0) {
+                host.on_ack(&ack(&reply), 0);
+            }
+        }
+    }
+    let fin = dialer.send(Bytes::new(), true, 0).unwrap();
+    host.on_payload(payload(fin), 0);
+    host.discard_received();
+    assert!(host.may_end(), "a half-close is all the end such a peer sends");
+}
+
 #[test]
 fn our_own_payloads_coming_back_are_ignored() {
     let (mut dialer, _) = pair();
