@@ -642,6 +642,11 @@ impl Circuit {
             first_lost.get_or_insert(*sequence);
             out.push(Self::resend_message(&self.circuit_id, self.conn_id, unacked, now));
         }
+        if first_lost.is_some() {
+            // Backs off until an acknowledgement measures the round trip again (RFC 6298
+            // 5.5): a peer that is gone is not sent the same payloads every 50 ms.
+            self.retransmit_after = self.retransmit_after.saturating_mul(2).min(MAX_RETRANSMIT_MS);
+        }
         // A peer that stopped reading is not a full path: probing it leaves the window be.
         if let Some(sequence) = first_lost
             && !stalled_peer

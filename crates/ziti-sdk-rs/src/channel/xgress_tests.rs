@@ -279,6 +279,45 @@ fn unacknowledged_payloads_are_resent_after_the_timeout_only() {
 }
 
 #[test]
+fn each_timeout_doubles_the_resend_timeout_until_an_acknowledgement_measures_the_round_trip() {
+    let (mut dialer, mut host) = pair();
+    started(&mut dialer, &mut host);
+    let sent_at = 1_000;
+    dialer.send(Bytes::from_static(b"to a peer that is gone"), false, sent_at).unwrap();
+    let mut resent_at = Vec::new();
+    let mut now = sent_at;
+    while now < sent_at + 40_000 {
+        now += RETRANSMIT_PASS_MS + 1;
+        if !dialer.retransmit(now).is_empty() {
+            resent_at.push(now);
+        }
+    }
+    let gaps: Vec<u64> = std::iter::once(sent_at)
+        .chain(resent_at.iter().copied())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert!(gaps.len() >= 6, "{gaps:?}");
+    for waits in gaps.windows(2).take(5) {
+        assert!(
+            waits[1] >= waits[0] * 2 - (RETRANSMIT_PASS_MS + 1),
+            "each wait about twice the last: {:?}",
+            &gaps[..6]
+        );
+    }
+    assert!(gaps.iter().all(|gap| *gap <= u64::from(MAX_RETRANSMIT_MS) + RETRANSMIT_PASS_MS + 1), "capped: {gaps:?}");
+
+    let last = dialer.retransmit(now + u64::from(MAX_RETRANSMIT_MS) + 100);
+    let acked = host.on_payload(payload(last[0].clone()), now);
+    let ack_message = acked.iter().find(|m| m.content_type == content::ACKNOWLEDGEMENT).unwrap();
+    let mut measured = ack(ack_message);
+    measured.rtt = (now as u16).wrapping_sub(20);
+    dialer.on_ack(&measured, now);
+    assert!(dialer.retransmit_after < 1_000, "a measured round trip resets it: {} ms", dialer.retransmit_after);
+}
+
+#[test]
 fn half_close_and_end_reach_the_reader() {
     let (mut dialer, mut host) = pair();
     let out = started(&mut dialer, &mut host);
@@ -478,5 +517,9 @@ fn a_peer_that_stopped_reading_gets_one_probe_per_pass_not_every_payload() {
     assert_eq!(payload(probe[0].clone()).sequence, 1, "the oldest");
     let draining = Ack { receive_buffered: u32::MAX - 1, ..full.clone() };
     dialer.on_ack(&draining, 1_600);
-    assert_eq!(dialer.retransmit(2_000).len(), 5, "the level moves again: everything due");
+    assert_eq!(
+        dialer.retransmit(2_400).len(),
+        5,
+        "the level moves again: everything due (under the timeout doubled by two passes)"
+    );
 }
