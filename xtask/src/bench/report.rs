@@ -210,7 +210,7 @@ fn machine(bench: &Bench) -> String {
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let ziti = shell(&bench.ziti.to_string_lossy(), &["version"]);
     format!(
-        "{} cores ({cpu}), {mem} RAM, Linux {}; {}; OpenZiti `ziti` {ziti}; load average at the end {} (a shared machine: other builds and tests ran at the same time).",
+        "{} cores ({cpu}), {mem} RAM, Linux {}; {}; OpenZiti `ziti` {ziti}; load average at the end {} (the bench's own processes count in it: router, controller, hosts, clients).",
         std::thread::available_parallelism().map_or(0, usize::from),
         shell("uname", &["-r"]),
         shell("rustc", &["-V"]),
