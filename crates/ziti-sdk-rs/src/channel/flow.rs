@@ -17,8 +17,8 @@ use crate::edge;
 
 /// How often the ticker looks for payloads to resend.
 pub(super) const TICK: Duration = Duration::from_millis(50);
-/// How long a dropped connection waits for its last data to be acknowledged and for
-/// the peer to finish before its circuit is ended regardless.
+/// How long a dropped connection waits for its last data to be acknowledged before
+/// its circuit is ended regardless.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
 
 /// Why a flow-controlled connection can no longer be used.
@@ -191,10 +191,8 @@ impl FlowConn {
         self.lock().circuit.send(data, fin, now)
     }
 
-    /// The application dropped the connection: send our EOF now, and end the circuit
-    /// once what we sent is acknowledged and the peer has finished too (see
-    /// [`Circuit::may_end`]); what it still sends is acknowledged and dropped. Returns
-    /// true when nothing is left to do (deregister now).
+    /// The application dropped the connection: end our side once what we sent is
+    /// acknowledged. Returns true when nothing is left to do (deregister now).
     pub(crate) fn close(&self, channel: &Channel) -> bool {
         let now = self.now();
         let mut state = self.lock();
@@ -229,7 +227,7 @@ impl FlowConn {
         if state.peer_closed {
             return true;
         }
-        if state.circuit.may_end() || Instant::now() >= until {
+        if state.circuit.all_acked() || Instant::now() >= until {
             let end = state.circuit.circuit_end(now);
             shared.send_control(end);
             shared.send_control(xgress::close_message(state.circuit.circuit_id()));

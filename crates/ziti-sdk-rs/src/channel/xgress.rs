@@ -318,8 +318,6 @@ pub(crate) struct Circuit {
     unanswered: Vec<i32>,
     unanswered_rtt: u16,
     ended: bool,
-    /// The peer half-closed (edge FIN) and will write no more data.
-    fin_seen: bool,
 }
 
 impl Circuit {
@@ -354,7 +352,6 @@ impl Circuit {
             unanswered: Vec::new(),
             unanswered_rtt: 0,
             ended: false,
-            fin_seen: false,
         }
     }
 
@@ -435,15 +432,6 @@ impl Circuit {
     /// Whether everything we sent was acknowledged.
     pub(crate) fn all_acked(&self) -> bool {
         self.unacked.is_empty()
-    }
-
-    /// Whether the circuit of a dropped connection may end now: what we sent is
-    /// acknowledged and the peer has finished too (its EOF read, or its half-close when
-    /// it has no EOF). Ending sooner leaves the peer resending its last payloads to a
-    /// router that no longer knows the circuit, until its own close wait.
-    pub(crate) fn may_end(&self) -> bool {
-        let peer_done = self.ended || (self.fin_seen && self.peer_capabilities & CAPABILITY_EOF == 0);
-        self.all_acked() && peer_done
     }
 
     /// A payload from the peer: keeps it, answering with an acknowledgement at once (see
@@ -642,11 +630,6 @@ impl Circuit {
             first_lost.get_or_insert(*sequence);
             out.push(Self::resend_message(&self.circuit_id, self.conn_id, unacked, now));
         }
-        if first_lost.is_some() {
-            // Backs off until an acknowledgement measures the round trip again (RFC 6298
-            // 5.5): a peer that is gone is not sent the same payloads every 50 ms.
-            self.retransmit_after = self.retransmit_after.saturating_mul(2).min(MAX_RETRANSMIT_MS);
-        }
         // A peer that stopped reading is not a full path: probing it leaves the window be.
         if let Some(sequence) = first_lost
             && !stalled_peer
@@ -667,7 +650,6 @@ impl Circuit {
             let fin = payload.edge_flags() & edge::FLAG_FIN != 0;
             let end = payload.flags & (flag::EOF | flag::CIRCUIT_END | flag::WRITE_FAILED) != 0;
             self.ended |= end;
-            self.fin_seen |= fin;
             if payload.data.is_empty() && !fin && !end {
                 continue;
             }
